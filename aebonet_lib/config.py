@@ -1,0 +1,120 @@
+"""Every hyper-parameter in one place: the paper's settings and a CPU-sized preset.
+
+The `paper` preset is the paper exactly (Tables 1 and 3 of Sirati-Amsheh et al. 2025);
+the `cpu` preset keeps the same architecture and recipe, shrunk so that a chapter
+trains in a minute or two on a laptop. Chapter 3 of the book walks through it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from .errors import AebonetError
+
+# The paper's random split of the 12,611 RSNA training images (train / validation / test).
+PAPER_SPLIT_SIZES = (10088, 2323, 200)
+PAPER_SPLIT = tuple(n / sum(PAPER_SPLIT_SIZES) for n in PAPER_SPLIT_SIZES)
+
+DECODERS = ("upsample_conv", "conv_upsample", "transpose")
+PRECISIONS = ("fp32", "bf16", "fp16")
+
+
+@dataclass(frozen=True)
+class Config:
+    """Hold one complete recipe: data size, architecture, both training phases."""
+
+    name: str
+    # Data
+    image_size: int = 256  # square input, pixels
+    phantom_n: int = 12611  # images generated for `--data phantom`
+    split: tuple[float, float, float] = PAPER_SPLIT  # train / val / test fractions
+    augment: bool = False  # the paper describes no augmentation
+    # Architecture (paper Table 1)
+    filters: tuple[int, ...] = (64, 128, 256, 512)  # encoder blocks
+    bottleneck: int = 1024
+    width: float = 1.0  # multiplier on every filter count
+    decoder: str = "upsample_conv"  # upsample then conv, as the paper describes
+    dense_units: int = 10
+    l2: float = 1e-4
+    sex_input: bool = False  # the paper has none
+    # Autoencoder pretraining (paper Table 2: five stages, 900 epochs)
+    ae_stages: tuple[int, ...] = (300, 200, 100, 150, 150)
+    ae_batch_size: int = 8
+    ae_lr: float = 1e-3
+    # Regressor fine-tuning (paper Table 3)
+    reg_num_epochs: int = 100
+    reg_batch_size: int = 16
+    reg_lr: float = 1e-3
+    freeze_epochs: int = 0  # epochs with the encoder frozen before fine-tuning it
+    scale_output: bool = False  # learn age in SD units around the training mean (not in the paper)
+    # Speed
+    precision: str = "fp32"
+    jit: bool = False
+    seed: int = 0
+
+    def replace(self, **changes) -> "Config":
+        """Return a copy with some fields changed (None values are ignored)."""
+        changes = {k: v for k, v in changes.items() if v is not None}
+        unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
+        if unknown:
+            raise AebonetError(f"unknown config field(s) {sorted(unknown)}; known: {sorted(self.to_dict())}")
+        cfg = dataclasses.replace(self, **changes)
+        cfg.check()
+        return cfg
+
+    def check(self) -> None:
+        """Raise AebonetError when a field is out of range."""
+        if self.image_size < 32 or self.image_size % 16:
+            raise AebonetError(f"image_size {self.image_size}: must be a multiple of 16 and at least 32 (four 2x poolings)")
+        if not 0 < self.width <= 4:
+            raise AebonetError(f"width {self.width}: must be in (0, 4]")
+        if self.decoder not in DECODERS:
+            raise AebonetError(f"decoder {self.decoder!r}: choose one of {', '.join(DECODERS)}")
+        if self.precision not in PRECISIONS:
+            raise AebonetError(f"precision {self.precision!r}: choose one of {', '.join(PRECISIONS)}")
+        if abs(sum(self.split) - 1) > 1e-6 or min(self.split) <= 0:
+            raise AebonetError(f"split {self.split}: three positive fractions that sum to 1")
+
+    @property
+    def ae_num_epochs(self) -> int:
+        """Total autoencoder epochs over all stages."""
+        return sum(self.ae_stages)
+
+    def scaled_filters(self) -> tuple[int, ...]:
+        """Return the encoder's filter counts (blocks, then bottleneck) after the width multiplier."""
+        return tuple(max(1, round(f * self.width)) for f in (*self.filters, self.bottleneck))
+
+    def to_dict(self) -> dict:
+        """Return the fields as a JSON-friendly dict."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Config":
+        """Rebuild a Config saved with `to_dict`."""
+        fields = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items() if k in fields})
+
+
+PRESETS: dict[str, Config] = {
+    "paper": Config(name="paper"),
+    "cpu": Config(
+        name="cpu",
+        image_size=64,
+        phantom_n=1500,
+        split=(0.7, 0.15, 0.15),
+        width=0.25,
+        ae_stages=(2, 2, 1, 1, 1),
+        ae_batch_size=16,
+        reg_num_epochs=8,
+        reg_batch_size=16,
+        scale_output=True,
+    ),
+}
+
+
+def get_config(preset: str = "cpu", **overrides) -> Config:
+    """Return a preset ('paper' or 'cpu'), with any fields overridden."""
+    if preset not in PRESETS:
+        raise AebonetError(f"unknown preset {preset!r}: choose one of {', '.join(PRESETS)}")
+    return PRESETS[preset].replace(**overrides)

@@ -1,0 +1,75 @@
+"""Writing files so that an interrupted program never leaves a half-written one."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import IO, Any, Iterator
+
+from .errors import AebonetError
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike, mode: str = "w") -> Iterator[IO[Any]]:
+    """Open a temporary file beside `path` and move it over `path` only when the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, mode) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside `path` (same suffix) for a library to write; move it into place on success."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+    """Write `obj` as indented JSON, atomically."""
+    with atomic_write(path) as f:
+        json.dump(obj, f, indent=2, sort_keys=True, default=str)
+        f.write("\n")
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    """Read a JSON file, with a clear error when it is missing or broken."""
+    path = Path(path)
+    if not path.is_file():
+        raise AebonetError(f"{path}: file not found")
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise AebonetError(f"{path}: not valid JSON ({e}); delete it or restore it from a backup") from None
+
+
+def require_empty_dir(path: str | os.PathLike, option: str = "--out") -> Path:
+    """Return `path` as a Path, refusing an existing non-empty folder so that nothing is overwritten."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise AebonetError(f"{option} {path}: exists and is a file; give a folder path")
+    if path.is_dir() and any(path.iterdir()):
+        raise AebonetError(f"{option} {path}: folder exists and is not empty; choose a new folder or empty it first")
+    return path
