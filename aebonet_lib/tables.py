@@ -1,0 +1,236 @@
+"""The paper's tables and the published results on RSNA, with this project's figures beside them.
+
+Every number typed into this module comes from the publication named in the same row.
+Where the paper's own figure was not available to us the cell is NaN and the `note`
+column says so: an empty cell is honest, a guessed one is not. Published figures keep
+their own metric (MAE, MAD, RMS) and unit, because they are not the same measurement.
+Chapters 3 and 6 show these tables; `aebonet report` writes them with `save_table`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .errors import AebonetError
+from .files import atomic_write, read_json
+
+PAPER = "Sirati-Amsheh, Shabaninia & Chaparian, J Biomed Phys Eng 2025, doi:10.31661/jbpe.v0i0.2304-1609"
+PAPER_URL = "https://jbpe.sums.ac.ir/article_49723.html"
+# Only the abstract of PAPER_URL was readable to us, so most of Tables 2 and 5 is missing here.
+NOT_AVAILABLE = "paper's figure not available to us (only its abstract was readable): left empty, not guessed"
+THIS_PROJECT = "this project"
+RSNA_TEST_200 = "RSNA 2017 challenge test set (200 images)"
+
+# Table 4: published results on RSNA data, each with its own metric and unit.
+PUBLISHED: list[dict] = [
+    {"method": "Wibisono et al. 2019", "metric": "MAE", "value": 14.78, "unit": "months", "data": "RSNA",
+     "source": f"as listed in Table 4 of {PAPER}", "note": ""},
+    {"method": "Gao et al. 2020", "metric": "MAE", "value": 9.997, "unit": "months", "data": "RSNA",
+     "source": f"as listed in Table 4 of {PAPER}", "note": ""},
+    {"method": "AE-BoNet (Sirati-Amsheh et al. 2025)", "metric": "MAE", "value": 9.3, "unit": "months",
+     "data": "RSNA, 200 test images drawn from the 12,611 training images", "source": PAPER, "note": "abstract"},
+    {"method": "RSNA 2017 challenge, top five", "metric": "MAD", "value": 4.2, "value_low": 4.2, "value_high": 4.5,
+     "unit": "months", "data": RSNA_TEST_200,
+     "source": "Halabi et al., Radiology 2019;290(2):498-503, doi:10.1148/radiol.2018180736",
+     "note": "best five: 4.2, 4.4, 4.4, 4.5, 4.5; value is the winner"},
+    {"method": "Deeplasia", "metric": "MAD", "value": 3.87, "unit": "months", "data": RSNA_TEST_200,
+     "source": "Rassmann et al., Pediatric Radiology 2024, doi:10.1007/s00247-023-05789-1", "note": ""},
+    {"method": "BoneXpert v3", "metric": "RMS error", "value": 0.45, "unit": "years",
+     "data": f"{RSNA_TEST_200}, against the average of six manual ratings",
+     "source": "Martin et al., Scientific Reports 2022;12:6388, doi:10.1038/s41598-022-10292-y", "note": ""},
+    {"method": "one radiologist against the reference", "metric": "MAD", "value": np.nan, "value_low": 4.8,
+     "value_high": 7.0, "unit": "months", "data": RSNA_TEST_200,
+     "source": "Table 1 of the Deeplasia-GE study, Scientific Reports 2025, doi:10.1038/s41598-025-20148-w",
+     "note": "estimated range over single raters, not one figure"},
+]
+TABLE4_COLUMNS = ["metric", "value", "value_low", "value_high", "unit", "value_months", "data", "source", "measured_by", "note"]
+
+# Table 5: backbones with the same head (paper, MAE in months at 256 x 256).
+BACKBONE_NAMES = {"aebonet": "AE-BoNet", "mobilenet": "MobileNet", "xception": "Xception", "inceptionv3": "InceptionV3",
+                  "vgg16": "VGG16", "resnet50": "ResNet50", "scratch": "from scratch (control)"}
+PAPER_TABLE5_MAE_256 = {"AE-BoNet": 9.3, "MobileNet": 12.9, "Xception": 16.1, "InceptionV3": 16.1, "VGG16": 19.1}
+
+# Table 2: the autoencoder's five training stages (epochs from the paper; loss and metric not available to us).
+PAPER_STAGE_EPOCHS = (300, 200, 100, 150, 150)
+
+
+def format_ci(value: float, low: float, high: float, digits: int = 1) -> str:
+    """Return a figure with its interval, such as "7.9 (7.1-8.8)" (" to " when a bound is negative)."""
+    if np.isnan(value):
+        return ""
+    if np.isnan(low) or np.isnan(high):
+        return f"{value:.{digits}f}"
+    between = " to " if min(low, high) < 0 else "-"
+    return f"{value:.{digits}f} ({low:.{digits}f}{between}{high:.{digits}f})"
+
+
+def in_months(value: float, unit: str) -> float:
+    """Return a figure in months, converting from years where needed."""
+    return value * 12 if unit == "years" else value
+
+
+def published_results() -> pd.DataFrame:
+    """Return the published RSNA results of Table 4, one row per method, with sources."""
+    table = pd.DataFrame(PUBLISHED).reindex(columns=["method", *TABLE4_COLUMNS])
+    table["value_months"] = [in_months(v, u) for v, u in zip(table.value, table.unit)]
+    table["measured_by"] = "paper"
+    return table.fillna({"note": ""}).set_index("method")
+
+
+def optional_column(frame: pd.DataFrame, name: str, default=np.nan) -> np.ndarray:
+    """Return a column's values, or `default` repeated when the column is absent."""
+    return frame[name].to_numpy() if name in frame.columns else np.full(len(frame), default, dtype=object)
+
+
+def require_columns(frame: pd.DataFrame, columns: list[str], what: str) -> None:
+    """Raise AebonetError when `frame` lacks one of `columns`."""
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise AebonetError(f"{what}: missing column(s) {missing}; pass runs_table(...) or a DataFrame with columns {columns}")
+
+
+def our_table4_rows(our_results: pd.DataFrame) -> pd.DataFrame:
+    """Return our measured MAEs as Table 4 rows, marked as measured by this project on their data."""
+    require_columns(our_results, ["method", "mae", "data"], "table4 our_results")
+    rows = pd.DataFrame({
+        "method": [f"{BACKBONE_NAMES.get(str(m).lower(), m)} ({THIS_PROJECT})" for m in our_results.method],
+        "metric": "MAE", "value": our_results.mae.to_numpy(dtype=float),
+        "value_low": optional_column(our_results, "mae_ci_low").astype(float),
+        "value_high": optional_column(our_results, "mae_ci_high").astype(float),
+        "unit": "months", "data": our_results.data.to_numpy(), "source": THIS_PROJECT, "measured_by": THIS_PROJECT,
+        "note": "interval: 95 % bootstrap over test images",
+    })
+    rows["value_months"] = rows.value
+    return rows.set_index("method").reindex(columns=TABLE4_COLUMNS)
+
+
+def table4(our_results: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Return Table 4, published results on RSNA, with our measured rows appended (chapter 6)."""
+    table = published_results()
+    if our_results is None or our_results.empty:
+        return table
+    return pd.concat([table, our_table4_rows(our_results.reset_index(drop=True))])
+
+
+def paper_table5() -> pd.DataFrame:
+    """Return the paper's Table 5 rows: backbone and input size -> MAE in months (NaN where not available)."""
+    rows = []
+    for size in (256, 450):
+        for name in ("AE-BoNet", "MobileNet", "Xception", "InceptionV3", "VGG16", "ResNet50"):
+            mae = PAPER_TABLE5_MAE_256.get(name, np.nan) if size == 256 else np.nan
+            rows.append({"method": name, "image_size": size, "paper_mae": mae, "note": NOT_AVAILABLE if np.isnan(mae) else ""})
+    return pd.DataFrame(rows)
+
+
+def our_table5_rows(our_results: pd.DataFrame) -> pd.DataFrame:
+    """Return our measured MAEs keyed by backbone display name and image size."""
+    require_columns(our_results, ["method", "image_size", "mae"], "table5 our_results")
+    mae = our_results.mae.to_numpy(dtype=float)
+    low = optional_column(our_results, "mae_ci_low").astype(float)
+    high = optional_column(our_results, "mae_ci_high").astype(float)
+    return pd.DataFrame({
+        "method": [BACKBONE_NAMES.get(str(m).lower(), m) for m in our_results.method],
+        "image_size": our_results.image_size.astype(int).to_numpy(),
+        "ours_mae": mae,
+        "ours_mae_ci": [format_ci(*figures) for figures in zip(mae, low, high)],
+        "ours_data": optional_column(our_results, "data", ""),
+    })
+
+
+def table5(our_results: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Return Table 5, backbones at 256 and 450 pixels: the paper's MAE beside ours where we ran them."""
+    table = paper_table5()
+    if our_results is not None and not our_results.empty:
+        table = table.merge(our_table5_rows(our_results.reset_index(drop=True)), on=["method", "image_size"], how="outer")
+    rank = table.method.map({name: i for i, name in enumerate(BACKBONE_NAMES.values())}).fillna(len(BACKBONE_NAMES))
+    table = table.assign(rank=rank).sort_values(["image_size", "rank"], kind="stable")
+    columns = ["paper_mae", "ours_mae", "ours_mae_ci", "ours_data", "note"]
+    return table.reindex(columns=["image_size", "method", *columns]).fillna({"note": ""}).set_index(["image_size", "method"])
+
+
+def read_table(table: str | os.PathLike | pd.DataFrame, what: str) -> pd.DataFrame:
+    """Return a DataFrame given as itself or as a CSV path, with a clear error when the file is missing."""
+    if isinstance(table, pd.DataFrame):
+        return table
+    path = Path(table)
+    if not path.is_file():
+        raise AebonetError(f"{what} {path}: file not found; give the stages.csv written by `aebonet pretrain`")
+    return pd.read_csv(path)
+
+
+def paper_table2() -> pd.DataFrame:
+    """Return the paper's Table 2 skeleton: the five stages and their epochs; loss and metric not available."""
+    return pd.DataFrame({
+        "stage": range(1, len(PAPER_STAGE_EPOCHS) + 1), "paper_epochs": PAPER_STAGE_EPOCHS,
+        "paper_loss": np.nan, "paper_accuracy": np.nan, "note": NOT_AVAILABLE,
+    })
+
+
+def table2(stages: str | os.PathLike | pd.DataFrame | None = None) -> pd.DataFrame:
+    """Return Table 2, autoencoder training stages (numbered from 1): the paper's rows beside ours (chapter 3)."""
+    table = paper_table2()
+    if stages is not None:
+        ours = read_table(stages, "stages")
+        require_columns(ours, ["stage"], "stages")
+        ours = ours.rename(columns=lambda c: c if c == "stage" else f"ours_{c}")
+        table = table.merge(ours, on="stage", how="outer")
+    columns = [c for c in table.columns if c != "note"] + ["note"]
+    return table[columns].fillna({"note": ""}).set_index("stage")
+
+
+def read_run(run: dict | str | os.PathLike) -> dict:
+    """Return one run's figures: a dict as given, or metrics.json (a file or its run folder) with model.json beside it."""
+    if isinstance(run, dict):
+        return dict(run)
+    path = Path(run)
+    path = path / "metrics.json" if path.is_dir() else path
+    record = {"run": path.parent.name, **read_json(path)}
+    model_info = path.parent / "model.json"
+    if model_info.is_file():
+        info = read_json(model_info)
+        record.setdefault("method", info.get("backbone"))
+        record.setdefault("image_size", info.get("image_size"))
+    return record
+
+
+def run_row(record: dict) -> dict:
+    """Return one runs_table row from a run's metrics (keys mae, mae_ci95, n at least)."""
+    missing = [k for k in ("mae", "mae_ci95", "n") if k not in record]
+    if missing:
+        raise AebonetError(f"run {record.get('run', '?')}: metrics lack {missing}; rerun `aebonet evaluate` on it")
+    low, high = record["mae_ci95"]
+    return {
+        "run": record.get("run", ""), "method": record.get("method") or record.get("backbone") or "",
+        "data": record.get("data", ""), "image_size": record.get("image_size", np.nan), "n": int(record["n"]),
+        "mae": float(record["mae"]), "mae_ci_low": float(low), "mae_ci_high": float(high),
+        "MAE (95% CI)": format_ci(record["mae"], low, high),
+        "rmse": record.get("rmse", np.nan), "bias": record.get("bias", np.nan),
+    }
+
+
+def runs_table(runs: list) -> pd.DataFrame:
+    """Return our runs, one row each, with MAE and its 95 % interval written like "7.9 (7.1-8.8)" (chapter 6).
+
+    Each run is a dict (keys mae, mae_ci95, n; optional run, method, data, image_size, rmse, bias),
+    a metrics.json path, or a run folder holding one. The result feeds table4 and table5.
+    """
+    if not runs:
+        raise AebonetError("runs_table: no runs given; pass run folders, metrics.json paths or dicts")
+    rows = [run_row(read_run(run)) for run in runs]
+    for i, row in enumerate(rows):
+        row["run"] = row["run"] or f"run {i + 1}"
+    return pd.DataFrame(rows).set_index("run")
+
+
+def save_table(table: pd.DataFrame, path: str | os.PathLike) -> tuple[Path, Path]:
+    """Write a table as CSV and as Markdown beside it (PATH.csv, PATH.md), atomically; return both paths."""
+    csv_path, md_path = Path(path).with_suffix(".csv"), Path(path).with_suffix(".md")
+    with atomic_write(csv_path) as f:
+        table.to_csv(f)
+    with atomic_write(md_path) as f:
+        f.write(table.to_markdown(floatfmt="g") + "\n")
+    return csv_path, md_path

@@ -1,0 +1,113 @@
+"""Tables: the published figures with sources, nothing invented, ours beside them."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from aebonet_lib import tables
+from aebonet_lib.errors import AebonetError
+
+# Every published number the module may hold, with where it comes from (issue 5 and the sources it names).
+PUBLISHED_NUMBERS = {14.78, 9.997, 9.3, 4.2, 4.5, 3.87, 0.45, 4.8, 7.0, 12.9, 16.1, 19.1}
+
+
+def our_runs() -> pd.DataFrame:
+    """Return a runs_table for two tiny phantom runs."""
+    return tables.runs_table([
+        {"run": "ae", "method": "aebonet", "data": "phantom", "image_size": 256, "n": 200, "mae": 7.94, "mae_ci95": [7.12, 8.81]},
+        {"run": "scratch", "method": "scratch", "data": "phantom", "image_size": 256, "n": 200, "mae": 11.2, "mae_ci95": [10.1, 12.4]},
+    ])
+
+
+def numbers_in(table: pd.DataFrame, columns) -> set:
+    """Return the non-NaN numbers found in `columns`."""
+    values = pd.to_numeric(table[columns].stack(), errors="coerce").dropna()
+    return set(values.round(3))
+
+
+def test_table4_holds_the_published_rows_with_sources():
+    table = tables.table4()
+    assert table.loc["Wibisono et al. 2019", "value"] == 14.78
+    assert table.loc["Gao et al. 2020", "value"] == 9.997
+    assert table.loc["AE-BoNet (Sirati-Amsheh et al. 2025)", "value"] == 9.3
+    challenge = table.loc["RSNA 2017 challenge, top five"]
+    assert (challenge.metric, challenge.value_low, challenge.value_high) == ("MAD", 4.2, 4.5)
+    assert "Halabi" in challenge.source and "Radiology 2019" in challenge.source
+    assert table.loc["Deeplasia", "value"] == 3.87 and "Rassmann" in table.loc["Deeplasia", "source"]
+    bonexpert = table.loc["BoneXpert v3"]
+    assert (bonexpert.metric, bonexpert.value, bonexpert.unit) == ("RMS error", 0.45, "years")
+    assert bonexpert.value_months == pytest.approx(5.4) and "Martin" in bonexpert.source
+    assert (table.measured_by == "paper").all()
+    assert table.source.str.len().gt(10).all()
+
+
+def test_no_invented_numbers():
+    published = numbers_in(tables.table4(), ["value", "value_low", "value_high"])
+    paper = numbers_in(tables.table5(), ["paper_mae"]) | numbers_in(tables.table2(), ["paper_loss", "paper_accuracy"])
+    assert published | paper <= PUBLISHED_NUMBERS
+
+
+def test_table4_appends_our_rows_marked_as_ours():
+    table = tables.table4(our_runs())
+    ours = table[table.measured_by == "this project"]
+    assert list(ours.index) == ["AE-BoNet (this project)", "from scratch (control) (this project)"]
+    assert ours.iloc[0].value == 7.94 and ours.iloc[0].value_low == 7.12 and ours.iloc[0].data == "phantom"
+    assert len(table) == len(tables.table4()) + 2
+    with pytest.raises(AebonetError, match="missing column"):
+        tables.table4(pd.DataFrame({"mae": [1.0]}))
+
+
+def test_table5_puts_ours_beside_the_paper():
+    table = tables.table5(our_runs())
+    assert table.loc[(256, "MobileNet"), "paper_mae"] == 12.9
+    assert table.loc[(256, "VGG16"), "paper_mae"] == 19.1
+    assert table.loc[(256, "AE-BoNet"), "ours_mae_ci"] == "7.9 (7.1-8.8)"
+    assert table.loc[(256, "from scratch (control)"), "ours_mae"] == 11.2
+    assert np.isnan(table.loc[(256, "from scratch (control)"), "paper_mae"])
+    for name in ("ResNet50", "MobileNet", "AE-BoNet"):
+        assert np.isnan(table.loc[(450, name), "paper_mae"])
+        assert "not available" in table.loc[(450, name), "note"]
+    assert list(table.index.get_level_values(0).unique()) == [256, 450]
+
+
+def test_table2_paper_stages_beside_ours(tmp_path):
+    stages = pd.DataFrame({"stage": [1, 2, 3, 4, 5], "epochs": [2, 2, 1, 1, 1], "loss": [0.05, 0.03, 0.02, 0.02, 0.01]})
+    stages.to_csv(tmp_path / "stages.csv", index=False)
+    table = tables.table2(tmp_path / "stages.csv")
+    assert list(table.paper_epochs) == [300, 200, 100, 150, 150]
+    assert list(table.ours_loss) == [0.05, 0.03, 0.02, 0.02, 0.01]
+    assert table.paper_loss.isna().all() and table.note.str.contains("not available").all()
+    with pytest.raises(AebonetError, match="not found"):
+        tables.table2(tmp_path / "missing.csv")
+
+
+def test_runs_table_reads_metrics_files(tmp_path):
+    run = tmp_path / "aebonet_run"
+    run.mkdir()
+    (run / "metrics.json").write_text(json.dumps({"mae": 8.0, "mae_ci95": [7.25, 8.84], "n": 150, "rmse": 10.1, "bias": -0.4}))
+    (run / "model.json").write_text(json.dumps({"backbone": "aebonet", "image_size": 64}))
+    table = tables.runs_table([run, {"mae": 9.0, "mae_ci95": [8.0, 10.0], "n": 50}])
+    assert list(table.index) == ["aebonet_run", "run 2"]
+    assert table.loc["aebonet_run", "MAE (95% CI)"] == "8.0 (7.2-8.8)"
+    assert table.loc["aebonet_run", "method"] == "aebonet" and table.loc["aebonet_run", "image_size"] == 64
+    (run / "metrics.json").write_text(json.dumps({"mse": 1.0}))
+    with pytest.raises(AebonetError, match="rerun `aebonet evaluate`"):
+        tables.runs_table([run])
+    with pytest.raises(AebonetError, match="no runs"):
+        tables.runs_table([])
+
+
+def test_format_ci():
+    assert tables.format_ci(7.94, 7.12, 8.81) == "7.9 (7.1-8.8)"
+    assert tables.format_ci(-0.4, -1.2, 0.3) == "-0.4 (-1.2 to 0.3)"
+    assert tables.format_ci(5.0, np.nan, np.nan) == "5.0"
+
+
+def test_save_table_writes_csv_and_markdown(tmp_path):
+    csv_path, md_path = tables.save_table(tables.table4(our_runs()), tmp_path / "table4")
+    assert pd.read_csv(csv_path, index_col=0).loc["Deeplasia", "value"] == 3.87
+    markdown = md_path.read_text()
+    assert markdown.startswith("| method") and "Halabi" in markdown
+    assert not list(tmp_path.glob(".*tmp*"))
