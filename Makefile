@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: book test setup student clean
+.PHONY: book test setup student sync browser clean
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -19,13 +19,23 @@ book: $(STAMP)
 	$(VENV)/bin/jupyter-book build . --keep-going
 	@echo "The book is at $(CURDIR)/_build/html/index.html"
 
-## Build the student edition (solutions left out) into _build/student/html.
+## Build the student edition (solutions left out): _build/student/_build/html and _build/student/notebooks.
 student: $(STAMP)
-	$(PY) -m aebonet_lib.book student
+	$(PY) tools/book.py student
+
+## After editing a chapter: rewrite its paired .ipynb (for Colab) and the Colab install line.
+sync: $(STAMP)
+	$(PY) tools/book.py sync
 
 ## Run the whole test suite: library tests, every chapter executed, the strict book build, the pages in a browser.
-test: $(STAMP)
+test: $(STAMP) browser
 	$(PY) -m pytest
+
+# Headless Chromium (Debian's package) checks the built pages; installed once, when missing.
+browser:
+	@command -v chromium >/dev/null || { SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
+	  || echo "warning: could not install chromium; the browser checks will be skipped"
 
 clean:
 	rm -rf _build
