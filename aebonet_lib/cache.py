@@ -1,0 +1,278 @@
+"""The one-time preprocessing cache: decode every radiograph once, train from arrays (chapters 2 and 5).
+
+Decoding a 2000-pixel PNG takes tens of milliseconds; reading a 256 x 256 row of a
+memory-mapped array takes microseconds. So every image is decoded, checked and
+preprocessed once, in parallel, into a cache folder:
+
+    images.npy      uint8 (N, S, S), opened as a memory map
+    table.csv       id, boneage, male, split, path: one row per image in images.npy
+    manifest.json   preprocessing parameters, and each source file's size, time and SHA-256
+
+A later build compares the manifest with the dataset: when nothing changed it only
+opens the arrays; when some files or labels changed it decodes only the changed files.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import multiprocessing
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import cv2
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from .data import decode_image, image_problem
+from .errors import AebonetError
+from .files import atomic_path, atomic_write, read_json, write_json
+from .preprocess import PreprocessParams, preprocess, to_uint8
+
+CACHE_FORMAT = 1
+MANIFEST = "manifest.json"
+IMAGES = "images.npy"
+TABLE = "table.csv"
+TABLE_COLUMNS = ["id", "boneage", "male", "split", "path"]
+MIN_IMAGES_PER_WORKER = 8  # below this many images per process, decoding in this process is faster
+
+
+@dataclass
+class Cache:
+    """Hold an opened cache: the image memmap, its table, and the images left out."""
+
+    path: Path
+    X: np.ndarray  # uint8 (N, S, S) memmap
+    table: pd.DataFrame  # TABLE_COLUMNS, one row per image in X
+    params: PreprocessParams
+    bad: pd.DataFrame  # id, path, problem: source images that could not be used
+    manifest: dict
+
+
+def cache_root(root: str | os.PathLike | None = None) -> Path:
+    """Return the folder for caches and phantom datasets: `root`, else $AEBONET_CACHE, else ~/.cache/aebonet."""
+    return Path(root or os.environ.get("AEBONET_CACHE") or Path.home() / ".cache" / "aebonet").expanduser()
+
+
+def is_cache(path) -> bool:
+    """Tell whether `path` is a cache folder (it holds a manifest.json)."""
+    return Path(path).is_dir() and (Path(path) / MANIFEST).is_file()
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """Return the SHA-256 of a file's contents, in hex."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(functools.partial(f.read, 1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def table_sha256(table: pd.DataFrame) -> str:
+    """Return a fingerprint of the rows to cache: ids, files, labels and sets."""
+    return hashlib.sha256(table[TABLE_COLUMNS].to_csv(index=False).encode()).hexdigest()
+
+
+def file_unchanged(entry: dict) -> bool:
+    """Tell whether a source file still has the size and time recorded, or at least the same contents."""
+    try:
+        stat = os.stat(entry["path"])
+    except OSError:
+        return False
+    if stat.st_size == entry["size"] and stat.st_mtime_ns == entry["mtime_ns"]:
+        return True
+    return stat.st_size == entry["size"] and file_sha256(entry["path"]) == entry["sha256"]
+
+
+def is_current(cache_dir: Path, table: pd.DataFrame, params: PreprocessParams) -> bool:
+    """Tell whether the cache in `cache_dir` was built from exactly these rows, files and parameters."""
+    if not is_cache(cache_dir) or not (cache_dir / IMAGES).is_file():
+        return False
+    manifest = read_json(cache_dir / MANIFEST)
+    return (manifest.get("format") == CACHE_FORMAT and manifest.get("params") == params.to_dict()
+            and manifest.get("table_sha256") == table_sha256(table)
+            and all(file_unchanged(entry) for entry in manifest["files"]))
+
+
+def prepare_file(path: str, params: PreprocessParams) -> tuple[np.ndarray | None, dict]:
+    """Decode, check and preprocess one image file; return the uint8 image (None if bad) and its file record."""
+    stat = os.stat(path)
+    data = Path(path).read_bytes()
+    entry = {"path": path, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns,
+             "sha256": hashlib.sha256(data).hexdigest(), "problem": None}
+    try:
+        image = decode_image(data, Path(path).name)
+        entry["problem"] = image_problem(image)
+    except AebonetError as e:
+        entry["problem"] = str(e).removeprefix(f"{Path(path).name}: ")
+    except Exception as e:  # an image that crashes a decoder is a bad input, never a crash mid-build
+        entry["problem"] = f"cannot decode the image ({type(e).__name__}: {e}); re-export or remove it"
+    if entry["problem"]:
+        return None, entry
+    return to_uint8(preprocess(image, params)), entry
+
+
+def prepare_file_safely(path: str, params: PreprocessParams) -> tuple[np.ndarray | None, dict]:
+    """Run `prepare_file`, turning a file that vanished or cannot be opened into a bad input."""
+    try:
+        return prepare_file(path, params)
+    except OSError as e:
+        return None, {"path": path, "size": -1, "mtime_ns": -1, "sha256": "", "problem": f"cannot read the file ({e.strerror})"}
+
+
+def start_worker() -> None:
+    """Keep each worker process to one OpenCV thread, so that N workers use N cores."""
+    cv2.setNumThreads(1)
+
+
+def prepared_files(paths: Sequence[str], params: PreprocessParams, workers: int) -> Iterator[tuple[np.ndarray | None, dict]]:
+    """Yield `prepare_file` results for `paths` in order, computed by `workers` processes.
+
+    Workers are started fresh ("spawn"), not forked: a forked copy of a process that
+    already ran OpenCV's or TensorFlow's threads can hang forever. A small job runs in
+    this process, where starting workers would cost more than it saves. As always with
+    multiprocessing, a script that calls this at its top level needs an
+    `if __name__ == "__main__":` guard (notebooks and the `aebonet` command do not).
+    """
+    work = functools.partial(prepare_file_safely, params=params)
+    if workers <= 1 or len(paths) < MIN_IMAGES_PER_WORKER * workers:
+        yield from map(work, paths)
+        return
+    with multiprocessing.get_context("spawn").Pool(workers, initializer=start_worker) as pool:
+        yield from pool.imap(work, paths, chunksize=max(1, min(16, len(paths) // (8 * workers))))
+
+
+def default_workers() -> int:
+    """Return the number of processes to use: every core this program may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def reusable_files(cache_dir: Path, params: PreprocessParams) -> tuple[dict[str, tuple[dict, int]], np.ndarray | None]:
+    """Return the previous build's file records (path -> (record, row in images.npy)) and images, if reusable."""
+    if not is_cache(cache_dir) or not (cache_dir / IMAGES).is_file():
+        return {}, None
+    manifest = read_json(cache_dir / MANIFEST)
+    if manifest.get("format") != CACHE_FORMAT or manifest.get("params") != params.to_dict():
+        return {}, None
+    rows = np.cumsum([entry["problem"] is None for entry in manifest["files"]]) - 1
+    return {e["path"]: (e, int(r)) for e, r in zip(manifest["files"], rows)}, np.load(cache_dir / IMAGES, mmap_mode="r")
+
+
+def copy_unchanged(out: np.ndarray, paths: Sequence[str], params: PreprocessParams, cache_dir: Path) -> list[dict | None]:
+    """Copy the images of unchanged files from the old cache into `out`; return their records (None: to decode)."""
+    old, old_X = reusable_files(cache_dir, params)
+    entries: list[dict | None] = [None] * len(paths)
+    for i, path in enumerate(paths):
+        if path in old and file_unchanged(old[path][0]):
+            entries[i], old_row = old[path]
+            if entries[i]["problem"] is None:
+                out[i] = old_X[old_row]
+    return entries
+
+
+def fill_images(out: np.ndarray, paths: Sequence[str], params: PreprocessParams, cache_dir: Path,
+                workers: int, progress: bool) -> list[dict]:
+    """Write every image into `out`, decoding only new or changed files, and return the file records."""
+    entries = copy_unchanged(out, paths, params, cache_dir)
+    todo = [i for i, e in enumerate(entries) if e is None]
+    with tqdm(total=len(todo), desc="preparing images", unit="img", disable=not progress or not todo) as bar:
+        for i, (image, entry) in zip(todo, prepared_files([paths[i] for i in todo], params, workers)):
+            entries[i] = entry
+            if image is not None:
+                out[i] = image
+            bar.update()
+    return entries
+
+
+def keep_good_rows(all_path: Path, good: np.ndarray, out_path: Path) -> None:
+    """Move the image array to `out_path`, first dropping the rows of bad images if there are any."""
+    if good.all():
+        os.replace(all_path, out_path)
+        return
+    every = np.load(all_path, mmap_mode="r")
+    kept = np.lib.format.open_memmap(out_path, "w+", np.uint8, (int(good.sum()), *every.shape[1:]))
+    for row, i in enumerate(np.flatnonzero(good)):
+        kept[row] = every[i]
+    kept.flush()
+    del kept, every
+    all_path.unlink()
+
+
+def require_cache_folder(cache_dir: Path) -> None:
+    """Refuse to build in a non-empty folder that is not a cache, so that no user file is overwritten."""
+    if cache_dir.exists() and not cache_dir.is_dir():
+        raise AebonetError(f"{cache_dir}: exists and is a file; give a folder path for the cache")
+    ours = any((cache_dir / name).exists() for name in (MANIFEST, IMAGES, TABLE))
+    if cache_dir.is_dir() and any(cache_dir.iterdir()) and not ours:
+        raise AebonetError(f"{cache_dir}: folder exists, is not empty and is not a cache; choose a new folder for the cache")
+
+
+def write_images(table: pd.DataFrame, params: PreprocessParams, cache_dir: Path, workers: int,
+                 progress: bool) -> list[dict]:
+    """Build images.npy in `cache_dir` for the rows of `table`; return one file record per row."""
+    every = cache_dir / ".all-images.tmp.npy"  # every row, bad ones too, before the bad rows are dropped
+    try:
+        X = np.lib.format.open_memmap(every, "w+", np.uint8, (len(table), params.image_size, params.image_size))
+        entries = fill_images(X, list(table["path"]), params, cache_dir, workers, progress)
+        X.flush()
+        del X
+        (cache_dir / MANIFEST).unlink(missing_ok=True)  # from here on the folder is not a valid cache
+        with atomic_path(cache_dir / IMAGES) as final:
+            keep_good_rows(every, np.array([e["problem"] is None for e in entries], dtype=bool), final)
+    finally:
+        every.unlink(missing_ok=True)
+    return entries
+
+
+def build_cache(table: pd.DataFrame, params: PreprocessParams, cache_dir: str | os.PathLike, source: str = "",
+                workers: int | None = None, progress: bool = True) -> Cache:
+    """Decode, check and preprocess every row's image once into `cache_dir`, reusing what has not changed.
+
+    `table` has one row per image with columns id, boneage, male, split and path.
+    Images that cannot be used (unreadable, truncated, empty, constant) are left out
+    of images.npy and listed in the returned cache's `bad` table.
+    """
+    cache_dir = Path(cache_dir)
+    table = table.reset_index(drop=True)
+    if is_current(cache_dir, table, params):
+        return open_cache(cache_dir)
+    require_cache_folder(cache_dir)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    entries = write_images(table, params, cache_dir, workers or default_workers(), progress)
+    good = [e["problem"] is None for e in entries]
+    with atomic_write(cache_dir / TABLE) as f:
+        table.loc[good, TABLE_COLUMNS].to_csv(f, index=False)
+    write_json(cache_dir / MANIFEST, {
+        "format": CACHE_FORMAT, "params": params.to_dict(), "source": source, "created": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "n_images": int(sum(good)), "table_sha256": table_sha256(table),
+        "files": [{"id": i, **e} for i, e in zip(table["id"], entries)],
+    })
+    return open_cache(cache_dir)
+
+
+def read_table(path: Path) -> pd.DataFrame:
+    """Read a cache's table.csv: ids and sets as text, ages and sexes as float32 with NaN for unknown."""
+    table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    for column in ("boneage", "male"):
+        table[column] = pd.to_numeric(table[column].replace("", np.nan)).astype(np.float32)
+    return table
+
+
+def open_cache(cache_dir: str | os.PathLike) -> Cache:
+    """Open a cache folder: the images as a read-only memmap, the table, and the list of bad images."""
+    cache_dir = Path(cache_dir)
+    if not is_cache(cache_dir):
+        raise AebonetError(f"{cache_dir}: not a cache folder (no {MANIFEST}); make one with `aebonet prepare --out {cache_dir}`")
+    manifest = read_json(cache_dir / MANIFEST)
+    X = np.load(cache_dir / IMAGES, mmap_mode="r")
+    table = read_table(cache_dir / TABLE)
+    if len(table) != len(X):
+        raise AebonetError(f"{cache_dir}: {TABLE} has {len(table)} rows but {IMAGES} {len(X)} images; "
+                           "delete the folder and prepare it again")
+    bad = pd.DataFrame([(e["id"], e["path"], e["problem"]) for e in manifest["files"] if e["problem"]],
+                       columns=["id", "path", "problem"])
+    return Cache(cache_dir, X, table, PreprocessParams.from_dict(manifest["params"]), bad, manifest)
