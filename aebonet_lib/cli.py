@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
+import time
 import traceback
 from pathlib import Path
 
@@ -64,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = add_command(sub, "phantom", "write synthetic hand radiographs in the Kaggle RSNA layout",
                     "aebonet phantom --out phantom_data --n 1000 --size 256 --seed 0")
     p.add_argument("--out", required=True, type=Path, help="folder to create (must not exist or be empty)")
-    p.add_argument("--n", required=True, type=int, help="number of images")
+    p.add_argument("--n", required=True, type=int, help="number of images (RSNA's training set has 12611)")
     p.add_argument("--size", default="256", help="image size: N for NxN, or WxH such as 1600x2080 (default 256)")
     p.add_argument("--seed", type=int, default=0, help="random seed; the same seed writes byte-identical files")
     p.add_argument("--label-noise", type=float, default=0.0, metavar="SD",
@@ -74,7 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = add_command(sub, "prepare", "check a dataset and build its preprocessing cache",
                     "aebonet prepare --data rsna/ --size 256 --out rsna_cache")
     p.add_argument("--data", required=True, metavar="DIR", help="raw dataset folder, or phantom[:N]")
-    p.add_argument("--layout", default="auto", choices=["auto", "kaggle", "official", "csv"], help="dataset layout (default: auto)")
+    p.add_argument("--layout", default="auto", choices=["auto", "kaggle", "official", "csv", "folder"],
+                   help="dataset layout (default: auto; folder: unlabeled images)")
     p.add_argument("--csv", type=Path, help="with --layout csv: the label file")
     p.add_argument("--image-col", default="image", help="with --layout csv: column with an image path or id")
     p.add_argument("--age-col", default="boneage", help="with --layout csv: column with bone age in months")
@@ -85,6 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, type=Path, metavar="CACHE_DIR", help="cache folder to write")
     p.add_argument("--workers", type=positive_int, help="processes (default: all cores)")
     p.add_argument("--skip-bad", action="store_true", help="drop bad inputs, listing them in bad_inputs_report.csv")
+    p.add_argument("--seed", type=int, default=0, help="seed of the phantom and of the split shown (default 0)")
     p.set_defaults(func=run_prepare)
 
     p = add_command(sub, "pretrain", "train the autoencoder without labels, in stages",
@@ -128,6 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("runs/demo"), help="folder for the runs (default runs/demo)")
     p.add_argument("--seed", type=int, default=0, help="random seed")
     p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], help="numeric precision (default: the preset's)")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted demo in --out")
     p.set_defaults(func=run_demo)
 
     p = add_command(sub, "report", "write tables and figures for finished runs",
@@ -143,68 +148,224 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", default="cpu", choices=["cpu", "paper"], help="hyper-parameter preset (default: cpu)")
     p.add_argument("--out", required=True, type=Path, metavar="DIR", help="folder to write")
     p.add_argument("--seeds", type=positive_int, help="number of seeds (default: the experiment's)")
+    p.add_argument("--fractions", type=fraction_list, metavar="F,F,...",
+                   help="label-efficiency: fractions of the training labels, such as 0.1,0.3,1 (default: the preset's)")
+    p.add_argument("--steps", type=positive_int,
+                   help="label-efficiency: gradient steps per fine-tuning run, whatever the fraction (default: the preset's)")
+    p.add_argument("--epochs", type=positive_int, help="sex-input, decoder: fine-tuning epochs (default: the preset's)")
+    p.add_argument("--pretrain-epochs", type=positive_int, help="autoencoder epochs when pretraining here (default: the preset's)")
+    p.add_argument("--pretrain", type=Path, metavar="RUN",
+                   help="label-efficiency, sex-input: pretraining run folder to reuse (or to pretrain in)")
+    p.add_argument("--size", type=positive_int, help="override the preset's image size (pixels)")
+    p.add_argument("--width", type=float, help="override the preset's width multiplier on filter counts")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted experiment in --out")
     p.set_defaults(func=run_experiment)
 
     p = add_command(sub, "bench", "measure speed on this machine and write a JSON file and a Markdown table",
                     "aebonet bench --quick --out bench.json")
-    p.add_argument("--quick", action="store_true", help="a short run (under 2 minutes)")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--quick", action="store_true", help="a short run (under 2 minutes on a 2-core CPU)")
+    mode.add_argument("--gpu-check", action="store_true",
+                      help="the paper's 256 px autoencoder in fp32, bf16 and fp16, with and without XLA, the peaks "
+                           "and the input pipeline (a few minutes on one GPU)")
     p.add_argument("--out", type=Path, default=Path("bench.json"), help="JSON file to write (a .md table goes beside it)")
+    p.add_argument("--demo", nargs="*", choices=["fp32", "bf16", "fp16"], metavar="PRECISION",
+                   help="also time `aebonet demo` (minutes), once per precision given (none: the preset's)")
+    p.add_argument("--gpu-json", type=Path, metavar="FILE",
+                   help="a bench JSON made with --gpu-check on a GPU: its utilisation feeds the paper-schedule estimate")
     p.set_defaults(func=run_bench)
     return parser
 
 
 def run_phantom(args: argparse.Namespace) -> int:
-    """Write a phantom dataset in the Kaggle layout."""
+    """Write a phantom dataset in the Kaggle layout (chapter 0)."""
     from . import phantom
 
-    phantom.write_dataset(args.out, n=args.n, size=phantom.parse_size(args.size), seed=args.seed, label_noise_sd=args.label_noise)
-    print(f"wrote {args.n} images to {args.out}")
+    size = phantom.parse_size(args.size)
+    out = phantom.write_dataset(args.out, n=args.n, size=size, seed=args.seed, label_noise_sd=args.label_noise)
+    print(f"wrote {args.n} images and {phantom.LABELS_CSV} to {out}")
     return 0
 
 
 def run_prepare(args: argparse.Namespace) -> int:
-    """Build the preprocessing cache."""
-    raise AebonetError("prepare: not implemented yet")
+    """Check a dataset, build its preprocessing cache in --out, and print a summary."""
+    from . import data
+
+    prepared = data.load_data(
+        args.data, args.size, seed=args.seed, skip_bad=args.skip_bad, clahe=args.clahe, normalize=args.normalize,
+        layout=args.layout, csv=args.csv, image_col=args.image_col, age_col=args.age_col, sex_col=args.sex_col,
+        cache_dir=args.out, workers=args.workers)
+    print(data.describe(prepared))
+    return 0
+
+
+def command_line() -> str:
+    """Return the command line that started this process, for a run's config.json."""
+    return shlex.join(["aebonet", *sys.argv[1:]])
+
+
+def training_config(args: argparse.Namespace, batch_field: str):
+    """Return the Config for `pretrain` or `train`: the run's own when resuming, else the preset with overrides."""
+    from . import training
+    from .config import get_config
+
+    if args.resume and training.has_run(args.out):
+        return training.saved_config(args.out)
+    return get_config(args.preset, image_size=args.size, width=args.width, seed=args.seed, precision=args.precision,
+                      jit=args.jit or None, deterministic=args.deterministic or None, **{batch_field: args.batch_size})
+
+
+def load_training_data(args: argparse.Namespace, config):
+    """Load --data at the config's image size, split with the config's fractions and seed."""
+    from .data import load_data
+
+    return load_data(args.data, config.image_size, seed=config.seed, split=config.split, skip_bad=args.skip_bad,
+                     phantom_n=config.phantom_n)
 
 
 def run_pretrain(args: argparse.Namespace) -> int:
-    """Pretrain the autoencoder."""
-    raise AebonetError("pretrain: not implemented yet")
+    """Pretrain the autoencoder in stages, writing RUN/encoder.keras."""
+    from . import training
+
+    training.check_run_dir(args.out, args.resume, "pretrain")
+    if args.resume and training.run_finished(args.out):
+        print(f"{args.out}: this pretraining run has already finished; nothing to do")
+        return 0
+    config = training_config(args, "ae_batch_size").replace(decoder=args.decoder)
+    data = load_training_data(args, config)
+    run_dir = training.pretrain(data, config, args.out, num_epochs=args.epochs, resume=args.resume,
+                                distribute=args.distribute, command=command_line())
+    print(f"wrote {run_dir / 'encoder.keras'} (stages: {run_dir / 'stages.csv'})")
+    return 0
 
 
 def run_train(args: argparse.Namespace) -> int:
-    """Train a regressor."""
-    raise AebonetError("train: not implemented yet")
+    """Fine-tune a regressor, writing RUN/model.keras."""
+    from . import training
+
+    training.check_run_dir(args.out, args.resume, "train")
+    if args.resume and training.run_finished(args.out):
+        print(f"{args.out}: this training run has already finished; nothing to do")
+        return 0
+    config = training_config(args, "reg_batch_size")
+    data = load_training_data(args, config)
+    backbone = args.backbone or ("aebonet" if args.encoder else "scratch")
+    run_dir = training.train(data, config, args.out, backbone=backbone, encoder=args.encoder, weights=args.weights,
+                             sex_input=args.sex_input, num_epochs=args.epochs, resume=args.resume,
+                             distribute=args.distribute, freeze_epochs=args.freeze_epochs, command=command_line())
+    meta = training.read_model_meta(run_dir / "model.keras")
+    print(f"wrote {run_dir / 'model.keras'} "
+          f"(best validation MAE {meta['best_val_mae']:.2f} months at epoch {meta['best_epoch']})")
+    return 0
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    """Evaluate a model."""
-    raise AebonetError("evaluate: not implemented yet")
+    """Print MAE and MSE with 95% intervals; write metrics.json and predictions.csv."""
+    from . import predict
+
+    data = predict.load_data_for_model(args.model, args.data, skip_bad=args.skip_bad)
+    result = predict.evaluate(args.model, data, split=args.split, out_dir=args.out)
+    out_dir = args.out or args.model.parent
+    print(predict.format_metrics(result))
+    print(f"wrote {out_dir / 'metrics.json'} and {out_dir / 'predictions.csv'}")
+    return 0
 
 
 def run_predict(args: argparse.Namespace) -> int:
-    """Predict bone ages."""
-    raise AebonetError("predict: not implemented yet")
+    """Print (or write with --out) predicted bone ages as CSV."""
+    from . import predict
+    from .files import atomic_write
+
+    table = predict.predict_images(args.model, args.images, sex=args.sex, progress=False)
+    if args.out is None:
+        print(table.to_csv(index=False), end="")
+        return 0
+    with atomic_write(args.out) as f:
+        table.to_csv(f, index=False)
+    print(f"wrote {len(table)} predictions to {args.out}")
+    return 0
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    """Run the demo pipeline."""
-    raise AebonetError("demo: not implemented yet")
+    """Run the whole pipeline on the phantom and print the comparison table."""
+    from . import demo
+
+    start = time.perf_counter()
+    table = demo.demo(args.out, seed=args.seed, precision=args.precision, resume=args.resume)
+    print(demo.format_comparison(table))
+    print(f"wrote the runs and comparison.csv to {args.out} in {(time.perf_counter() - start) / 60:.1f} minutes")
+    return 0
 
 
 def run_report(args: argparse.Namespace) -> int:
-    """Write a report."""
-    raise AebonetError("report: not implemented yet")
+    """Write the tables (CSV, Markdown) and figures (PNG) for finished runs, and list the files written."""
+    from . import report
+
+    written = report.report(args.runs, args.out)
+    print("\n".join(f"wrote {path}" for path in written))
+    return 0
+
+
+def fraction_list(text: str) -> tuple[float, ...]:
+    """Parse comma-separated fractions of the labels, each in (0, 1]."""
+    try:
+        fractions = tuple(float(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected fractions such as 0.1,0.3,1, got {text!r}") from None
+    if not all(0 < f <= 1 for f in fractions):
+        raise argparse.ArgumentTypeError(f"each fraction must be in (0, 1], got {text!r}")
+    return fractions
+
+
+EXPERIMENT_OPTIONS = {"fractions": ("label-efficiency",), "steps": ("label-efficiency",),
+                      "epochs": ("sex-input", "decoder"), "pretrain": ("label-efficiency", "sex-input")}
+
+
+def check_experiment_options(args: argparse.Namespace) -> None:
+    """Refuse an option that the chosen experiment does not take."""
+    for option, allowed in EXPERIMENT_OPTIONS.items():
+        if getattr(args, option) is not None and args.name not in allowed:
+            raise AebonetError(f"--{option} does not apply to the {args.name} experiment; it is for {' and '.join(allowed)}")
+
+
+def start_experiment(args: argparse.Namespace):
+    """Run the experiment named on the command line; return its table."""
+    from . import experiments
+    from .config import get_config
+
+    config = get_config(args.preset, image_size=args.size, width=args.width)
+    common = {"source": args.data, "preset": args.preset, "config": config, "num_seeds": args.seeds, "out_dir": args.out,
+              "pretrain_epochs": args.pretrain_epochs, "resume": args.resume}
+    if args.name == "label-efficiency":
+        return experiments.label_efficiency(**common, fractions=args.fractions, steps=args.steps, pretrain_run=args.pretrain)
+    if args.name == "sex-input":
+        return experiments.sex_input_experiment(**common, num_epochs=args.epochs, pretrain_run=args.pretrain)
+    return experiments.decoder_experiment(**common, num_epochs=args.epochs)
 
 
 def run_experiment(args: argparse.Namespace) -> int:
-    """Run an experiment."""
-    raise AebonetError("experiment: not implemented yet")
+    """Run an experiment beyond the paper; print its table and the files written."""
+    check_experiment_options(args)
+    from . import experiments
+
+    start = time.perf_counter()
+    table = start_experiment(args)
+    print(experiments.format_table(table))
+    print("\n".join(f"wrote {path}" for path in sorted(args.out.iterdir()) if path.is_file()))
+    print(f"runs in {args.out / 'runs'}; {(time.perf_counter() - start) / 60:.1f} minutes")
+    return 0
 
 
 def run_bench(args: argparse.Namespace) -> int:
-    """Run the benchmarks."""
-    raise AebonetError("bench: not implemented yet")
+    """Measure speed on this machine; write the JSON file and the Markdown table beside it."""
+    from . import bench
+
+    mode = "gpu" if args.gpu_check else "quick" if args.quick else "full"
+    demo = None if args.demo is None else (args.demo or [None])
+    result = bench.run(mode, args.out, demo=demo, gpu_json=args.gpu_json)
+    print(bench.format_summary(result))
+    print(f"wrote {args.out} and {args.out.with_suffix('.md')} in {result['seconds_total'] / 60:.1f} minutes")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

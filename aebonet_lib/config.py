@@ -48,10 +48,14 @@ class Config:
     reg_lr: float = 1e-3
     freeze_epochs: int = 0  # epochs with the encoder frozen before fine-tuning it
     scale_output: bool = False  # learn age in SD units around the training mean (not in the paper)
+    early_stopping_patience: int = 0  # stop after this many epochs without a better val MAE (0: off)
+    reduce_lr_patience: int = 0  # multiply the learning rate by reduce_lr_factor after this many flat epochs (0: off)
+    reduce_lr_factor: float = 0.5
     # Speed
     precision: str = "fp32"
     jit: bool = False
     seed: int = 0
+    deterministic: bool = False  # TensorFlow op determinism: same seed, same numbers (slower)
 
     def replace(self, **changes) -> "Config":
         """Return a copy with some fields changed (None values are ignored)."""
@@ -106,8 +110,9 @@ PRESETS: dict[str, Config] = {
         width=0.25,
         ae_stages=(2, 2, 1, 1, 1),
         ae_batch_size=16,
-        reg_num_epochs=8,
+        reg_num_epochs=15,
         reg_batch_size=16,
+        reduce_lr_patience=2,
         scale_output=True,
     ),
 }

@@ -1,0 +1,165 @@
+"""Using a trained regressor: measure it on a split (`evaluate`) and estimate bone age for new images.
+
+Chapter 4 evaluates the models it trains; chapter 6 reads the errors closely.
+A model file (RUN/model.keras) carries its preprocessing in model.json beside it,
+so new images are prepared exactly like the images it was trained on.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import keras
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from . import data as datasets
+from . import metrics, splits
+from .config import Config
+from .data import BoneAgeData
+from .errors import AebonetError
+from .files import atomic_write, write_json
+from .preprocess import PreprocessParams, to_uint8
+from .training import load_model, read_model_meta
+
+SPLITS = ("train", "val", "test", "all")
+
+
+def load_regressor(model_path: str | Path) -> tuple[keras.Model, dict]:
+    """Load a regressor written by `training.train` (RUN/model.keras) with its model.json."""
+    check_regressor(model_path)
+    return load_model(model_path)
+
+
+def check_regressor(model_path: str | Path) -> dict:
+    """Return the model's sidecar, refusing an encoder or an autoencoder where a regressor is needed."""
+    meta = read_model_meta(model_path)
+    if meta.get("kind") != "regressor":
+        raise AebonetError(f"{model_path}: holds a model of kind {meta.get('kind')!r}, not a bone age regressor; "
+                           "give RUN/model.keras written by `aebonet train`")
+    return meta
+
+
+def load_data_for_model(model_path: str | Path, source: str, skip_bad: bool = False, cache_root=None,
+                        progress: bool = True) -> BoneAgeData:
+    """Load a dataset with the image size, preprocessing, split fractions and seed the model was trained with."""
+    meta = check_regressor(model_path)
+    config = Config.from_dict(meta["config"])
+    params = PreprocessParams.from_dict(meta["params"])
+    return datasets.load_data(source, params.image_size, seed=config.seed, split=config.split, skip_bad=skip_bad,
+                              cache_root=cache_root, clahe=params.clahe, normalize=params.normalize,
+                              phantom_n=config.phantom_n, progress=progress)
+
+
+def check_same_preprocessing(data: BoneAgeData, meta: dict, model_path) -> None:
+    """Refuse data prepared differently from the model's training images."""
+    expected = PreprocessParams.from_dict(meta["params"])
+    if data.params != expected:
+        raise AebonetError(f"{model_path}: trained on images prepared as {expected} but the data are {data.params}; "
+                           "load them with predict.load_data_for_model")
+
+
+def split_index(model_path: str | Path, data: BoneAgeData, split: str) -> np.ndarray:
+    """Return the indices of `split`: from the run folder's saved splits when they fit the data, else the data's own."""
+    if split not in SPLITS:
+        raise AebonetError(f"split {split!r}: choose one of {', '.join(SPLITS)}")
+    if split == "all":
+        return data.indices("all")
+    try:
+        return splits.load_splits(Path(model_path).parent, data.ids)[split]
+    except (AebonetError, KeyError):  # no saved splits, or the run used other data
+        return data.indices(split)
+
+
+def predict_arrays(model: keras.Model, X: np.ndarray, male: np.ndarray | None = None, batch_size: int = 64,
+                   progress: bool = False) -> np.ndarray:
+    """Return predicted bone ages (months) for uint8 images (N, S, S), with sex (N,) for a model that takes it."""
+    y_hat = []
+    for start in tqdm(range(0, len(X), batch_size), desc="predict", unit="batch", disable=not progress):
+        x = X[start:start + batch_size].astype(np.float32)[..., None] / 255
+        inputs = x if male is None else {"image": x, "sex": male[start:start + batch_size, None].astype(np.float32)}
+        y_hat.append(np.asarray(model(inputs, training=False)).reshape(-1))
+    return np.concatenate(y_hat) if y_hat else np.zeros(0, np.float32)
+
+
+def prediction_table(ids, y: np.ndarray, y_hat: np.ndarray, male: np.ndarray) -> pd.DataFrame:
+    """Return one row per image: id, true and predicted age in months, and sex (M, F or empty)."""
+    sex = np.where(np.isnan(male), "", np.where(male > 0.5, "M", "F"))
+    return pd.DataFrame({"id": ids, "true": y, "predicted": np.round(y_hat, 2), "sex": sex})
+
+
+def evaluate(model_path: str | Path, data: BoneAgeData, split: str = "test", out_dir: str | Path | None = None,
+             n_boot: int = 2000, seed: int = 0, progress: bool = True) -> dict:
+    """Measure a model's MAE and MSE in months, with 95 % bootstrap intervals, on one split (chapter 4).
+
+    Writes metrics.json (mae, mse, rmse, bias, mae_ci95, mse_ci95, n, split, model) and
+    predictions.csv (id, true, predicted, sex) to `out_dir`, by default the model's folder.
+    The split comes from the run folder's saved splits when they match the data's ids.
+    """
+    model, meta = load_regressor(model_path)
+    check_same_preprocessing(data, meta, model_path)
+    index = split_index(model_path, data, split)
+    y, male = data.y[index], data.male[index]
+    if len(index) == 0 or np.isnan(y).any():
+        raise AebonetError(f"split {split!r} of {data.source}: {len(index)} images, {int(np.isnan(y).sum())} without a "
+                           "bone age; evaluation needs labelled images")
+    y_hat = predict_arrays(model, data.X[index], male if meta["sex_input"] else None, progress=progress)
+    result = metrics.summarize(y, y_hat, n_boot=n_boot, seed=seed) | {"split": split, "model": str(model_path)}
+    write_evaluation(Path(out_dir or Path(model_path).parent), result, prediction_table(data.ids[index], y, y_hat, male))
+    return result
+
+
+def write_evaluation(out_dir: Path, result: dict, predictions: pd.DataFrame) -> None:
+    """Write metrics.json and predictions.csv into `out_dir`."""
+    write_json(out_dir / "metrics.json", result)
+    with atomic_write(out_dir / "predictions.csv") as f:
+        predictions.to_csv(f, index=False)
+
+
+def format_metrics(result: dict) -> str:
+    """Return MAE and MSE with their 95 % intervals as a few lines of text."""
+    mae_low, mae_high = result["mae_ci95"]
+    mse_low, mse_high = result["mse_ci95"]
+    return (f"{result['split']} split, n = {result['n']} images\n"
+            f"MAE {result['mae']:.2f} months (95% CI {mae_low:.2f}-{mae_high:.2f})\n"
+            f"MSE {result['mse']:.1f} months^2 (95% CI {mse_low:.1f}-{mse_high:.1f})")
+
+
+def sex_array(sex: str | None, n: int, meta: dict, model_path) -> np.ndarray | None:
+    """Return the sex input (1.0 boy, 0.0 girl) for `n` images, or None for a model without one."""
+    if not meta["sex_input"]:
+        return None
+    if sex is None:
+        raise AebonetError(f"{model_path}: this model was trained with the child's sex as an input; "
+                           "give --sex M or --sex F")
+    if str(sex).upper() not in ("M", "F"):
+        raise AebonetError(f"sex {sex!r}: give M (boy) or F (girl)")
+    return np.full(n, 1.0 if str(sex).upper() == "M" else 0.0, np.float32)
+
+
+def format_age(months: float) -> str:
+    """Return an age in months as whole years and months, such as '10 y 4 m'."""
+    years, rest = divmod(int(round(months)), 12)
+    return f"{years} y {rest} m"
+
+
+def read_inputs(files: list[Path], params: PreprocessParams, progress: bool = True) -> np.ndarray:
+    """Read and preprocess images as the training cache did: uint8 (N, S, S)."""
+    return np.stack([to_uint8(datasets.load_image(f, params))
+                     for f in tqdm(files, desc="read", unit="image", disable=not progress)])
+
+
+def predict_images(model_path: str | Path, paths: list, sex: str | None = None, progress: bool = True) -> pd.DataFrame:
+    """Estimate bone age for image files and folders of images, prepared as the model's training images (chapter 6).
+
+    `sex` is "M" or "F", needed by a model trained with the sex input. Returns one row
+    per image: file, bone age in months, and the same as years and months.
+    """
+    model, meta = load_regressor(model_path)
+    files = datasets.list_images(paths)
+    male = sex_array(sex, len(files), meta, model_path)
+    X = read_inputs(files, PreprocessParams.from_dict(meta["params"]), progress)
+    y_hat = predict_arrays(model, X, male)
+    return pd.DataFrame({"file": [str(f) for f in files], "bone_age_months": np.round(y_hat, 1),
+                         "bone_age": [format_age(m) for m in y_hat]})

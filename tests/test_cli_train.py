@@ -1,0 +1,129 @@
+"""Tests of `aebonet pretrain | train | evaluate | predict`: end to end, bad input, resume after SIGKILL."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from aebonet_lib.cli import main
+from aebonet_lib.files import read_json
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = ["--data", "phantom:60", "--size", "32", "--width", "0.125"]
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory) -> Path:
+    """Return a temporary cache root shared by this file's tests."""
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture(autouse=True)
+def use_cache(cache, monkeypatch):
+    """Point $AEBONET_CACHE at the temporary cache root."""
+    monkeypatch.setenv("AEBONET_CACHE", str(cache))
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, cache) -> Path:
+    """Return a folder with a pretraining run (ae) and an AE-BoNet run (reg) made through the CLI."""
+    runs = tmp_path_factory.mktemp("runs")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("AEBONET_CACHE", str(cache))
+        assert main(["pretrain", *TINY, "--epochs", "2", "--out", str(runs / "ae")]) == 0
+        assert main(["train", *TINY, "--epochs", "1", "--encoder", str(runs / "ae" / "encoder.keras"),
+                     "--out", str(runs / "reg")]) == 0
+    return runs
+
+
+def test_pretrain_and_train_write_their_files(runs):
+    assert (runs / "ae" / "encoder.keras").is_file() and (runs / "ae" / "stages.csv").is_file()
+    assert (runs / "reg" / "model.keras").is_file() and (runs / "reg" / "model.json").is_file()
+    assert read_json(runs / "ae" / "config.json")["command"].startswith("aebonet")
+    assert read_json(runs / "reg" / "config.json")["backbone"] == "aebonet"
+
+
+def test_evaluate_prints_mae_and_mse_with_intervals(runs, capsys):
+    assert main(["evaluate", "--model", str(runs / "reg" / "model.keras"), "--data", "phantom:60"]) == 0
+    out = capsys.readouterr().out
+    assert "MAE" in out and "MSE" in out and "95% CI" in out
+    metrics = read_json(runs / "reg" / "metrics.json")
+    assert {"mae", "mse", "mae_ci95", "n"} <= set(metrics) and len(metrics["mae_ci95"]) == 2
+    assert f"{metrics['mae']:.2f}" in out
+
+
+def test_predict_prints_csv_and_writes_it_with_out(runs, cache, capsys, tmp_path):
+    images = sorted(next(cache.rglob("boneage-training-dataset")).glob("*.png"))[:3]
+    model = str(runs / "reg" / "model.keras")
+    assert main(["predict", "--model", model, *map(str, images)]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0] == "file,bone_age_months,bone_age" and len(lines) == 4
+    assert main(["predict", "--model", model, *map(str, images), "--out", str(tmp_path / "ages.csv")]) == 0
+    assert len(pd.read_csv(tmp_path / "ages.csv")) == 3
+
+
+def test_existing_run_without_resume_is_an_error(runs, capsys):
+    assert main(["pretrain", *TINY, "--epochs", "2", "--out", str(runs / "ae")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("aebonet pretrain: error:") and "--resume" in err and len(err.strip().splitlines()) == 1
+
+
+def test_resume_on_a_finished_run_says_so(runs, capsys):
+    assert main(["train", *TINY, "--resume", "--out", str(runs / "reg")]) == 0
+    assert "already finished" in capsys.readouterr().out
+
+
+def test_bad_files_give_one_line_errors(runs, tmp_path, capsys):
+    corrupt = tmp_path / "model.keras"
+    corrupt.write_text("garbage")
+    assert main(["evaluate", "--model", str(corrupt), "--data", "phantom:60"]) == 2
+    assert main(["train", *TINY, "--encoder", str(tmp_path / "none.keras"), "--out", str(tmp_path / "r")]) == 2
+    assert main(["predict", "--model", str(runs / "reg" / "model.keras"), str(tmp_path / "none.png")]) == 2
+    errors = capsys.readouterr().err.strip().splitlines()
+    assert len(errors) == 3 and all(": error: " in line for line in errors)
+    assert "not a Keras model file" in errors[0] and "none.keras: file not found" in errors[1]
+
+
+def test_bad_arguments_exit_nonzero(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--out", "x", "--epochs", "0"])
+    assert exit_info.value.code == 2
+    assert "must be greater than 0" in capsys.readouterr().err
+
+
+def wait_for(path: Path, process: subprocess.Popen, timeout: float = 240) -> None:
+    """Wait until `path` exists, failing if the process ends first or time runs out."""
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert process.poll() is None, process.stderr.read()
+        assert time.monotonic() < deadline, f"{path} did not appear"
+        time.sleep(0.05)
+
+
+def test_resume_after_sigkill_finishes_without_starting_over(tmp_path, cache):
+    run_dir = tmp_path / "killed"
+    command = [sys.executable, "-m", "aebonet_lib.cli", "pretrain", *TINY, "--epochs", "12", "--out", str(run_dir)]
+    env = {**os.environ, "AEBONET_CACHE": str(cache), "TF_CPP_MIN_LOG_LEVEL": "2"}
+    process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(run_dir / "checkpoint" / "state.json", process)
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    done = read_json(run_dir / "checkpoint" / "state.json")["epochs_done"]
+    assert 1 <= done < 12 and not (run_dir / "encoder.keras").exists()
+    kept = pd.read_csv(run_dir / "history.csv").head(done)
+    resumed = subprocess.run([*command, "--resume"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    history = pd.read_csv(run_dir / "history.csv")
+    assert list(history["epoch"]) == list(range(12))
+    pd.testing.assert_frame_equal(history.head(done), kept)
+    assert (run_dir / "encoder.keras").is_file() and (run_dir / "autoencoder.keras").is_file()
+    assert len(pd.read_csv(run_dir / "stages.csv")) == 5

@@ -1,0 +1,143 @@
+"""Tests of aebonet_lib.predict: evaluation files and predictions for new image files."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from aebonet_lib import demo, models, predict, training
+from aebonet_lib.config import get_config
+from aebonet_lib.data import load_data
+from aebonet_lib.errors import AebonetError
+from aebonet_lib.files import read_json
+from aebonet_lib.preprocess import PreprocessParams
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory) -> Path:
+    """Return a temporary cache root."""
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture(scope="module")
+def config():
+    """Return a tiny recipe: 32 px, width 0.125, one regressor epoch."""
+    return get_config("cpu", image_size=32, width=0.125, reg_num_epochs=1, phantom_n=60)
+
+
+@pytest.fixture(scope="module")
+def data(cache, config):
+    """Return 60 phantom radiographs at 32 px."""
+    return load_data("phantom:60", 32, split=config.split, cache_root=cache, progress=False)
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory, data, config) -> Path:
+    """Return a tiny from-scratch regressor."""
+    run_dir = training.train(data, config, tmp_path_factory.mktemp("runs") / "scratch", backbone="scratch", progress=False)
+    return run_dir / "model.keras"
+
+
+@pytest.fixture(scope="module")
+def sex_model_path(tmp_path_factory, data, config) -> Path:
+    """Return a tiny from-scratch regressor that takes the child's sex as a second input."""
+    run_dir = training.train(data, config, tmp_path_factory.mktemp("runs") / "sex", backbone="scratch",
+                             sex_input=True, progress=False)
+    return run_dir / "model.keras"
+
+
+def phantom_file(cache: Path, image_id: str) -> Path:
+    """Return the PNG the phantom wrote for an image id."""
+    return next(cache.rglob(f"{image_id}.png"))
+
+
+def test_evaluate_writes_metrics_and_predictions(model_path, data):
+    result = predict.evaluate(model_path, data, n_boot=200, progress=False)
+    saved = read_json(model_path.parent / "metrics.json")
+    table = pd.read_csv(model_path.parent / "predictions.csv", dtype={"id": str})
+    assert saved["n"] == result["n"] == len(data.splits["test"]) == len(table)
+    assert list(table.columns) == ["id", "true", "predicted", "sex"]
+    assert set(table["sex"]) <= {"M", "F"}
+    assert saved["split"] == "test" and saved["model"] == str(model_path)
+    assert saved["mae"] == pytest.approx(np.mean(np.abs(table["true"] - table["predicted"])), abs=0.01)
+    assert saved["mae_ci95"][0] <= saved["mae"] <= saved["mae_ci95"][1]
+    assert saved["mse_ci95"][0] <= saved["mse"] <= saved["mse_ci95"][1]
+
+
+def test_evaluate_uses_the_split_saved_with_the_run(model_path, data, tmp_path):
+    shuffled = dataclasses.replace(data, splits={"train": data.splits["test"], "val": data.splits["val"],
+                                                 "test": data.splits["train"]})
+    result = predict.evaluate(model_path, shuffled, out_dir=tmp_path, n_boot=10, progress=False)
+    assert result["n"] == len(data.splits["test"])
+    assert set(pd.read_csv(tmp_path / "predictions.csv", dtype={"id": str})["id"]) == set(data.ids[data.splits["test"]])
+
+
+def test_evaluate_refuses_other_preprocessing(model_path, data):
+    other = dataclasses.replace(data, params=PreprocessParams(32, clahe=True))
+    with pytest.raises(AebonetError, match="prepared as"):
+        predict.evaluate(model_path, other, progress=False)
+
+
+def test_evaluate_refuses_an_encoder(tmp_path, data, config):
+    encoder = models.build_encoder(config)
+    path = training.save_model(encoder, tmp_path / "encoder.keras", {"kind": "encoder"})
+    with pytest.raises(AebonetError, match="not a bone age regressor"):
+        predict.evaluate(path, data, progress=False)
+
+
+def test_predict_images_match_the_evaluation(model_path, data, cache, tmp_path):
+    predict.evaluate(model_path, data, out_dir=tmp_path, n_boot=10, progress=False)
+    evaluated = pd.read_csv(tmp_path / "predictions.csv", dtype={"id": str})
+    files = [phantom_file(cache, i) for i in evaluated["id"][:4]]
+    table = predict.predict_images(model_path, files, progress=False)
+    assert list(table.columns) == ["file", "bone_age_months", "bone_age"]
+    np.testing.assert_allclose(table["bone_age_months"], evaluated["predicted"][:4], atol=0.06)
+
+
+def test_predict_images_reads_folders(model_path, cache):
+    folder = next(cache.rglob("boneage-training-dataset"))
+    table = predict.predict_images(model_path, [folder], progress=False)
+    assert len(table) == len(list(folder.glob("*.png")))
+    assert table["bone_age"].str.fullmatch(r"\d+ y \d+ m").all()
+
+
+def test_format_age_in_years_and_months():
+    assert predict.format_age(124) == "10 y 4 m"
+    assert predict.format_age(11.6) == "1 y 0 m"
+    assert predict.format_age(5.2) == "0 y 5 m"
+
+
+def test_a_sex_input_model_needs_the_sex(sex_model_path, cache):
+    image = next(cache.rglob("*.png"))
+    with pytest.raises(AebonetError, match="--sex M or --sex F"):
+        predict.predict_images(sex_model_path, [image], progress=False)
+    with pytest.raises(AebonetError, match="give M"):
+        predict.predict_images(sex_model_path, [image], sex="X", progress=False)
+    boy = predict.predict_images(sex_model_path, [image], sex="M", progress=False)
+    girl = predict.predict_images(sex_model_path, [image], sex="F", progress=False)
+    assert boy["bone_age_months"][0] != girl["bone_age_months"][0]
+
+
+def test_missing_and_empty_inputs_are_refused(model_path, tmp_path):
+    with pytest.raises(AebonetError, match="no such file"):
+        predict.predict_images(model_path, [tmp_path / "nothing.png"], progress=False)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(AebonetError, match="no image files"):
+        predict.predict_images(model_path, [tmp_path / "empty"], progress=False)
+
+
+def test_demo_table_puts_models_beside_the_mean_baseline(model_path, data):
+    baseline = demo.mean_baseline(data, n_boot=100)
+    y_test = data.y[data.splits["test"]]
+    mean_train = np.mean(data.y[data.splits["train"]])
+    assert baseline["mae"] == pytest.approx(np.mean(np.abs(y_test - mean_train)), rel=1e-5)
+    table = demo.comparison_table({"mean": baseline,
+                                   "scratch": predict.evaluate(model_path, data, n_boot=100, progress=False)})
+    assert list(table.index) == ["mean", "scratch"]
+    assert (table["mae_low"] <= table["mae"]).all() and (table["mae"] <= table["mae_high"]).all()
+    text = demo.format_comparison(table)
+    assert f"{baseline['mae']:.1f} ({baseline['mae_ci95'][0]:.1f}-{baseline['mae_ci95'][1]:.1f})" in text

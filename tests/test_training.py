@@ -1,0 +1,233 @@
+"""Tests of aebonet_lib.training: staged pretraining, fine-tuning, checkpoints, saving, precision, distribution."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import zipfile
+from pathlib import Path
+
+import keras
+import numpy as np
+import pandas as pd
+import pytest
+
+from aebonet_lib import training
+from aebonet_lib.config import Config, get_config
+from aebonet_lib.data import load_data
+from aebonet_lib.errors import AebonetError
+from aebonet_lib.files import read_json
+from aebonet_lib.predict import predict_arrays
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def config():
+    """Return a tiny recipe: 32 px, width 0.125, two one-epoch stages, two regressor epochs."""
+    return get_config("cpu", image_size=32, width=0.125, ae_stages=(1, 1), reg_num_epochs=2, phantom_n=60)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory, config):
+    """Return 60 phantom radiographs at 32 px, cached in a temporary folder."""
+    cache = tmp_path_factory.mktemp("cache")
+    return load_data("phantom:60", 32, split=config.split, cache_root=cache, progress=False)
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory, data, config) -> Path:
+    """Return a finished tiny pretraining run folder."""
+    return training.pretrain(data, config, tmp_path_factory.mktemp("runs") / "ae", progress=False)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, data, config, pretrained) -> Path:
+    """Return a finished tiny AE-BoNet training run folder."""
+    run_dir = tmp_path_factory.mktemp("runs") / "reg"
+    return training.train(data, config, run_dir, encoder=pretrained / "encoder.keras", progress=False)
+
+
+def test_stage_epochs_scale_in_proportion():
+    assert training.stage_epochs((300, 200, 100, 150, 150)) == [300, 200, 100, 150, 150]
+    assert training.stage_epochs((2, 2, 1, 1, 1), 14) == [4, 4, 2, 2, 2]
+    assert training.stage_epochs((2, 2, 1, 1, 1), 2) == [1, 1]
+    assert sum(training.stage_epochs((300, 200, 100, 150, 150), 7)) == 7
+
+
+def test_pretrain_writes_the_run_folder(pretrained):
+    for name in ("config.json", "history.csv", "stages.csv", "autoencoder.keras", "encoder.keras", "encoder.json",
+                 "splits/train.txt", "splits/val.txt", "splits/test.txt"):
+        assert (pretrained / name).is_file(), name
+    assert any((pretrained / "logs").rglob("events.out.tfevents.*"))
+    assert training.run_finished(pretrained)
+    assert read_json(pretrained / "config.json")["plan"] == [1, 1]
+
+
+def test_stages_csv_has_one_row_per_stage(pretrained):
+    stages = pd.read_csv(pretrained / "stages.csv")
+    history = pd.read_csv(pretrained / "history.csv")
+    assert list(stages["stage"]) == [1, 2]
+    assert list(stages["end_epoch"]) == [1, 2]
+    for column in ("loss", "val_loss", "accuracy", "val_accuracy", "psnr", "val_psnr", "ssim", "val_ssim", "seconds"):
+        assert column in stages.columns, column
+    assert list(history["epoch"]) == [0, 1]
+    np.testing.assert_allclose(stages["loss"], history["loss"])
+    assert (stages["seconds"] > 0).all()
+
+
+def test_pretrained_encoder_reconstructs_better_than_untrained(pretrained, data):
+    autoencoder, meta = training.load_model(pretrained / "autoencoder.keras")
+    x = data.images("val")
+    untrained = training.new_autoencoder(Config.from_dict(meta["config"]))
+    error = np.mean((np.asarray(autoencoder(x)) - x) ** 2)
+    assert error < np.mean((np.asarray(untrained(x)) - x) ** 2)
+
+
+def test_existing_run_needs_resume(pretrained, data, config):
+    with pytest.raises(AebonetError, match="--resume"):
+        training.pretrain(data, config, pretrained, progress=False)
+
+
+def test_resume_on_a_finished_run_changes_nothing(pretrained, data, config):
+    before = (pretrained / "history.csv").read_text()
+    assert training.pretrain(data, config, pretrained, resume=True, progress=False) == pretrained
+    assert (pretrained / "history.csv").read_text() == before
+
+
+def test_a_run_of_another_kind_is_refused(pretrained, data, config):
+    with pytest.raises(AebonetError, match="pretrain run, not a train run"):
+        training.train(data, config, pretrained, backbone="scratch", resume=True, progress=False)
+
+
+def test_train_keeps_the_epoch_with_the_best_validation_mae(trained, data):
+    history = pd.read_csv(trained / "history.csv")
+    meta = read_json(trained / "model.json")
+    assert list(history["epoch"]) == [0, 1]
+    assert meta["best_epoch"] == int(history["val_mae"].idxmin()) + 1
+    model, _ = training.load_model(trained / "model.keras")
+    val = data.splits["val"]
+    mae = np.mean(np.abs(predict_arrays(model, data.X[val]) - data.y[val]))
+    assert mae == pytest.approx(history["val_mae"].min(), rel=1e-3)
+
+
+def test_model_json_says_how_to_use_the_model(trained, data):
+    meta = read_json(trained / "model.json")
+    assert meta["kind"] == "regressor" and meta["backbone"] == "aebonet" and meta["sex_input"] is False
+    assert meta["image_size"] == 32 and meta["params"]["image_size"] == 32
+    assert meta["y_mean"] == pytest.approx(float(np.mean(data.y[data.splits["train"]])), rel=1e-5)
+
+
+def test_save_and_load_give_identical_predictions(trained, data, tmp_path):
+    model, meta = training.load_model(trained / "model.keras")
+    path = training.save_model(model, tmp_path / "copy.keras", meta)
+    again, meta_again = training.load_model(path)
+    x = data.images("test")
+    np.testing.assert_array_equal(np.asarray(model(x)), np.asarray(again(x)))
+    assert meta_again["backbone"] == "aebonet"
+
+
+def test_missing_encoder_file_is_refused_before_anything_is_written(data, config, tmp_path):
+    with pytest.raises(AebonetError, match="nope.keras: file not found"):
+        training.train(data, config, tmp_path / "run", encoder=tmp_path / "nope.keras", progress=False)
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_run_that_fails_to_start_leaves_no_run_behind(data, config, tmp_path):
+    with pytest.raises(AebonetError, match="none.h5"):
+        training.train(data, config, tmp_path / "run", backbone="mobilenet", weights=str(tmp_path / "none.h5"),
+                       progress=False)
+    assert not training.has_run(tmp_path / "run")
+
+
+def test_aebonet_without_encoder_is_refused(data, config, tmp_path):
+    with pytest.raises(AebonetError, match="--encoder"):
+        training.train(data, config, tmp_path / "run", progress=False)
+
+
+def test_a_regressor_is_not_an_encoder(trained, data, config, tmp_path):
+    with pytest.raises(AebonetError, match="not an encoder"):
+        training.train(data, config, tmp_path / "run", encoder=trained / "model.keras", progress=False)
+
+
+def test_encoder_of_another_size_is_refused(pretrained, data, tmp_path):
+    config_64 = get_config("cpu", image_size=64, width=0.125)
+    with pytest.raises(AebonetError, match="--size 32"):
+        training.train(data, config_64, tmp_path / "run", encoder=pretrained / "encoder.keras", progress=False)
+
+
+def test_bad_model_files_give_clear_errors(tmp_path, trained):
+    with pytest.raises(AebonetError, match="not found"):
+        training.load_model(tmp_path / "missing.keras")
+    corrupt = tmp_path / "corrupt.keras"
+    corrupt.write_bytes(b"this is not a zip archive")
+    with pytest.raises(AebonetError, match="not a Keras model file"):
+        training.load_model(corrupt)
+    foreign = tmp_path / "foreign.keras"
+    with zipfile.ZipFile(foreign, "w") as z:
+        z.writestr("hello.txt", "not a model")
+    (tmp_path / "foreign.json").write_text((trained / "model.json").read_text())
+    with pytest.raises(AebonetError, match="could not load the model"):
+        training.load_model(foreign)
+    no_sidecar = tmp_path / "alone.keras"
+    no_sidecar.write_bytes((trained / "model.keras").read_bytes())
+    with pytest.raises(AebonetError, match="no alone.json beside it"):
+        training.load_model(no_sidecar)
+
+
+def test_frozen_encoder_stays_as_pretrained_then_fine_tunes(pretrained, data, config, tmp_path):
+    encoder, _ = training.load_model(pretrained / "encoder.keras")
+    frozen = training.train(data, config, tmp_path / "frozen", encoder=pretrained / "encoder.keras",
+                            freeze_epochs=2, progress=False)
+    tuned = training.train(data, config, tmp_path / "tuned", encoder=pretrained / "encoder.keras",
+                           freeze_epochs=1, progress=False)
+    kernel = encoder.get_layer("enc1_conv").get_weights()[0]
+    for run_dir, unchanged in ((frozen, True), (tuned, False)):
+        model, _ = training.load_model(run_dir / "model.keras")
+        trained_kernel = model.get_layer("encoder").get_layer("enc1_conv").get_weights()[0]
+        assert np.array_equal(kernel, trained_kernel) == unchanged
+
+
+def test_bf16_trains_and_restores_the_global_policy(data, config, tmp_path):
+    before = keras.config.dtype_policy().name
+    run_dir = training.pretrain(data, config.replace(precision="bf16"), tmp_path / "bf16", num_epochs=1, progress=False)
+    assert keras.config.dtype_policy().name == before == "float32"
+    autoencoder, _ = training.load_model(run_dir / "autoencoder.keras")
+    assert autoencoder.get_layer("encoder").get_layer("enc1_conv").dtype_policy.name == "mixed_bfloat16"
+    assert np.isfinite(pd.read_csv(run_dir / "history.csv")["loss"]).all()
+
+
+def test_precision_policy_is_restored_after_an_error():
+    with pytest.raises(RuntimeError):
+        with training.precision_policy("fp16"):
+            assert keras.config.dtype_policy().name == "mixed_float16"
+            raise RuntimeError("boom")
+    assert keras.config.dtype_policy().name == "float32"
+
+
+MIRRORED_SCRIPT = """
+import sys
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from aebonet_lib import training
+from aebonet_lib.config import get_config
+from aebonet_lib.data import load_data
+config = get_config("cpu", image_size=32, width=0.125, ae_batch_size=8)
+data = load_data("phantom:60", 32, split=config.split, cache_root=sys.argv[1], progress=False)
+print("replicas", training.get_strategy("mirrored").num_replicas_in_sync)
+run_dir = training.pretrain(data, config, sys.argv[2], num_epochs=1, distribute="mirrored", progress=False)
+print("finished", training.run_finished(run_dir))
+"""
+
+
+def test_mirrored_strategy_trains_on_two_logical_cpus(tmp_path):
+    result = subprocess.run([sys.executable, "-c", textwrap.dedent(MIRRORED_SCRIPT), str(tmp_path / "cache"),
+                             str(tmp_path / "run")], capture_output=True, text=True, cwd=REPO, timeout=300,
+                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "replicas 2" in result.stdout and "finished True" in result.stdout
+    history = pd.read_csv(tmp_path / "run" / "history.csv")
+    assert len(history) == 1 and np.isfinite(history["loss"]).all()
