@@ -35,6 +35,7 @@ class Config:
     bottleneck: int = 1024
     width: float = 1.0  # multiplier on every filter count
     decoder: str = "upsample_conv"  # upsample then conv, as the paper describes
+    bn_momentum: float = 0.99  # BatchNormalization's moving-average momentum (Keras's default, as in the paper)
     dense_units: int = 10
     l2: float = 1e-4
     sex_input: bool = False  # the paper has none
@@ -114,6 +115,7 @@ PRESETS: dict[str, Config] = {
         reg_batch_size=16,
         reduce_lr_patience=2,
         scale_output=True,
+        bn_momentum=0.9,  # short schedules: moving statistics must settle within a few hundred steps
     ),
 }
 

@@ -33,16 +33,16 @@ from .errors import AebonetError
 # The autoencoder (paper Table 1)
 
 
-def relu_bn(x, name: str):
+def relu_bn(x, name: str, momentum: float):
     """Apply ReLU then BatchNormalization, the order the paper gives."""
     x = layers.ReLU(name=f"{name}_relu")(x)
-    return layers.BatchNormalization(name=f"{name}_bn")(x)
+    return layers.BatchNormalization(momentum=momentum, name=f"{name}_bn")(x)
 
 
-def conv_block(x, filters: int, name: str):
+def conv_block(x, filters: int, name: str, momentum: float):
     """Apply Conv2D(filters, 3x3, same) -> ReLU -> BatchNormalization."""
     x = layers.Conv2D(filters, 3, padding="same", name=f"{name}_conv")(x)
-    return relu_bn(x, name)
+    return relu_bn(x, name, momentum)
 
 
 def build_encoder(config: Config) -> keras.Model:
@@ -51,22 +51,22 @@ def build_encoder(config: Config) -> keras.Model:
     image = keras.Input((config.image_size, config.image_size, 1), name="image")
     x = image
     for i, filters in enumerate(block_filters, start=1):
-        x = conv_block(x, filters, f"enc{i}")
+        x = conv_block(x, filters, f"enc{i}", config.bn_momentum)
         x = layers.MaxPooling2D(2, name=f"enc{i}_pool")(x)
-    code = conv_block(x, bottleneck, "bottleneck")
+    code = conv_block(x, bottleneck, "bottleneck", config.bn_momentum)
     return keras.Model(image, code, name="encoder")
 
 
-def decoder_block(x, filters: int, name: str, decoder: str):
-    """Double the resolution and convolve, in the order `decoder` names (config.DECODERS)."""
-    if decoder == "upsample_conv":  # the paper's description: 48.5 GFLOP at 256 px
+def decoder_block(x, filters: int, name: str, config: Config):
+    """Double the resolution and convolve, in the order config.decoder names (config.DECODERS)."""
+    if config.decoder == "upsample_conv":  # the paper's description: 48.5 GFLOP at 256 px
         x = layers.UpSampling2D(2, name=f"{name}_up")(x)
-        return conv_block(x, filters, name)
-    if decoder == "conv_upsample":  # the same layers, convolving at the low resolution: 4x cheaper
-        x = conv_block(x, filters, name)
+        return conv_block(x, filters, name, config.bn_momentum)
+    if config.decoder == "conv_upsample":  # the same layers, convolving at the low resolution: 4x cheaper
+        x = conv_block(x, filters, name, config.bn_momentum)
         return layers.UpSampling2D(2, name=f"{name}_up")(x)
     x = layers.Conv2DTranspose(filters, 3, strides=2, padding="same", name=f"{name}_conv")(x)
-    return relu_bn(x, name)
+    return relu_bn(x, name, config.bn_momentum)
 
 
 def build_decoder(config: Config) -> keras.Model:
@@ -76,7 +76,7 @@ def build_decoder(config: Config) -> keras.Model:
     code = keras.Input((side, side, bottleneck), name="code")
     x = code
     for i, filters in enumerate(reversed(block_filters), start=1):
-        x = decoder_block(x, filters, f"dec{i}", config.decoder)
+        x = decoder_block(x, filters, f"dec{i}", config)
     reconstruction = layers.Conv2D(1, 3, padding="same", activation="sigmoid", dtype="float32",
                                    name="reconstruction")(x)
     return keras.Model(code, reconstruction, name="decoder")
@@ -106,7 +106,7 @@ def add_head(features, config: Config, sex=None, y_mean: float = 0.0, y_std: flo
     x = layers.Flatten(name="head_flatten")(x)
     if sex is not None:
         x = layers.Concatenate(name="head_sex")([x, sex])
-    x = layers.BatchNormalization(name="head_bn")(x)
+    x = layers.BatchNormalization(momentum=config.bn_momentum, name="head_bn")(x)
     l2 = keras.regularizers.L2(config.l2)
     x = layers.Dense(config.dense_units, activation="relu", kernel_regularizer=l2, name="head_dense")(x)
     if not config.scale_output:
