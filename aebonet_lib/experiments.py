@@ -1,0 +1,587 @@
+"""Experiments beyond the paper (chapter 7): label efficiency, the sex input, decoder variant and pretraining length.
+
+Each experiment trains regressors that differ in one thing only, tests them on the same
+test images and compares them with a paired bootstrap (`metrics.paired_bootstrap`), so
+that its table says whether a difference is larger than the noise of the test set. Each
+has a CPU-sized default (`preset="cpu"`, a few minutes on a laptop, on the phantom) and a
+paper-sized option (`preset="paper"`, for a GPU); `BUDGETS` says how much each one trains.
+
+Fairness. Both arms of a comparison get the same labelled images, the same seed, the same
+recipe and the same number of epochs. In the label-efficiency experiment an epoch over 5 %
+of the labels is only a few batches, so every fine-tuning run gets (at least) the same
+number of gradient steps, `steps`, whatever its fraction of labels:
+epochs = max(min_epochs, ceil(steps / ceil(n_labels / batch_size))). A run with few labels
+therefore sees its images many times, and no run's cost grows with its labels.
+
+With several seeds, an arm's MAE is the mean over seeds of each test image's absolute
+error; its 95 % interval and the paired difference are bootstrapped over the test images
+(the seeds held fixed), and `seed_mae_min` / `seed_mae_max` show how much the seeds differ.
+Every table also gives the MAE of predicting the training images' mean age for every child
+(`mean_predictor_mae`) and whether an arm's whole interval lies below it
+(`beats_mean_predictor`): a difference between two arms that do not beat it says little.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from tqdm.auto import tqdm
+
+from . import metrics, plots, predict, splits, tables, training
+from .config import DECODERS, Config, get_config
+from .data import BoneAgeData, load_data
+from .errors import AebonetError
+from .files import read_json, write_json
+
+ARCHITECTURE_FIELDS = ("image_size", "filters", "bottleneck", "width")
+MIN_LABELS = 2  # a label scale (mean and SD) needs two ages
+PRETRAINED, SCRATCH = "pretrained", "scratch"
+WITHOUT_SEX, WITH_SEX = "without sex", "with sex"
+COMPARISON_COLUMNS = ["arm", "seeds", "n_test", "mae", "ci_low", "ci_high", "seed_mae_min", "seed_mae_max",
+                      "difference", "difference_ci_low", "difference_ci_high", "p_value", "seeds_better", "finding"]
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Hold how much an experiment trains: label fractions, seeds, pretraining epochs and fine-tuning steps."""
+
+    fractions: tuple[float, ...]  # label efficiency: fractions of the training split's labels
+    num_seeds: int  # fine-tuning runs per arm (and per fraction)
+    pretrain_epochs: int | None  # autoencoder epochs when pretraining here (None: the preset's staged plan)
+    steps: int | None  # gradient steps per fine-tuning run (None: the preset's epochs over the full train split)
+    min_epochs: int  # fine-tuning epochs at least, however few the steps
+    stage_cuts: tuple[int, ...]  # decoder experiment: pretraining stopped after this many stages
+
+
+# cpu: sized for `aebonet experiment label-efficiency --data phantom --preset cpu` (pretraining
+# included) to take under 3 minutes on 2 cores: two fractions, one seed, 200 steps per run (4 epochs
+# at 100 % of the labels), 2 autoencoder epochs; about 2 CPU-minutes of work in all. Each
+# fine-tuning run also costs a fixed few seconds (building, tracing, saving), so fewer runs buy
+# more steps. Runs this short do not beat predicting the mean on the phantom (compare
+# `mean_predictor_mae`); give more `steps` (several hundred) and reuse a pretraining run when time allows.
+# paper: the fractions of issue 5, three seeds, the paper's 900 staged epochs and 100 regressor epochs.
+BUDGETS: dict[str, Budget] = {
+    "cpu": Budget(fractions=(0.25, 1.0), num_seeds=1, pretrain_epochs=2, steps=200, min_epochs=2,
+                  stage_cuts=(1, 2)),
+    "paper": Budget(fractions=(0.05, 0.1, 0.25, 0.5, 1.0), num_seeds=3, pretrain_epochs=None, steps=None,
+                    min_epochs=10, stage_cuts=(1, 3, 5)),
+}
+
+
+def get_budget(preset: str, **overrides) -> Budget:
+    """Return the preset's experiment budget with any fields overridden (None values are ignored)."""
+    if preset not in BUDGETS:
+        raise AebonetError(f"unknown preset {preset!r}: choose one of {', '.join(BUDGETS)}")
+    budget = dataclasses.replace(BUDGETS[preset], **{k: v for k, v in overrides.items() if v is not None})
+    check_budget(budget)
+    return budget
+
+
+def check_budget(budget: Budget) -> None:
+    """Raise AebonetError when a budget field is out of range."""
+    for fraction in budget.fractions:
+        check_fraction(fraction)
+    if not budget.fractions:
+        raise AebonetError("fractions: give at least one fraction of the labels, such as 0.1,0.3,1")
+    if budget.num_seeds < 1 or budget.min_epochs < 1 or (budget.steps is not None and budget.steps < 1):
+        raise AebonetError(f"seeds {budget.num_seeds}, steps {budget.steps}, min_epochs {budget.min_epochs}: "
+                           "each must be at least 1")
+    if budget.pretrain_epochs is not None and budget.pretrain_epochs < 1:
+        raise AebonetError(f"pretrain_epochs {budget.pretrain_epochs}: must be at least 1")
+
+
+def check_fraction(fraction: float) -> None:
+    """Refuse a fraction of the labels outside (0, 1]."""
+    if not 0 < fraction <= 1:
+        raise AebonetError(f"fraction {fraction}: a fraction of the training labels must be in (0, 1], such as 0.1")
+
+
+# The experiment's folder, data and pretrained encoder
+
+
+@contextlib.contextmanager
+def experiment_folder(out_dir: str | Path | None, resume: bool) -> Iterator[Path]:
+    """Yield the folder for an experiment: out_dir (empty unless resuming), or a temporary one removed afterwards."""
+    if out_dir is None:
+        with tempfile.TemporaryDirectory(prefix="aebonet-experiment-") as tmp:
+            yield Path(tmp)
+        return
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise AebonetError(f"--out {out_dir}: exists and is a file; give a folder path")
+    if not resume and out_dir.is_dir() and any(out_dir.iterdir()):
+        raise AebonetError(f"--out {out_dir}: folder is not empty; choose a new folder, "
+                           "or continue the experiment there with --resume (resume=True)")
+    yield out_dir
+
+
+def experiment_data(source: str, config: Config, cache_root, progress: bool) -> BoneAgeData:
+    """Load the experiment's data at the config's image size, split with its fractions and seed."""
+    return load_data(source, config.image_size, seed=config.seed, split=config.split, phantom_n=config.phantom_n,
+                     cache_root=cache_root, progress=progress)
+
+
+def check_same_architecture(saved: Config, config: Config, run_dir: Path) -> None:
+    """Refuse a pretraining run whose encoder differs from the config's, since the control is built from the config."""
+    different = [f for f in ARCHITECTURE_FIELDS if getattr(saved, f) != getattr(config, f)]
+    if different:
+        shown = ", ".join(f"{f} {getattr(saved, f)} (config: {getattr(config, f)})" for f in different)
+        raise AebonetError(f"{run_dir}: pretrained with {shown}; give a pretraining run made with the same "
+                           "preset, or another folder to pretrain in")
+
+
+def with_run_splits(data: BoneAgeData, run_dir: Path) -> BoneAgeData:
+    """Return the data with the split saved in a run folder, so that its test images were never trained on."""
+    return dataclasses.replace(data, splits=splits.load_splits(run_dir, data.ids))
+
+
+def pretrain_folder(pretrain_run: str | Path | None, folder: Path) -> Path:
+    """Return the pretraining run to use: the one given, or runs/pretrain in the experiment's folder."""
+    return Path(pretrain_run) if pretrain_run else folder / "runs" / "pretrain"
+
+
+def pretrained_encoder(data: BoneAgeData, config: Config, run_dir: str | Path, num_epochs: int | None,
+                       progress: bool) -> tuple[Path, BoneAgeData]:
+    """Pretrain the autoencoder in run_dir, or reuse (resume) the run there; return its encoder and the data split as it."""
+    run_dir = Path(run_dir)
+    if training.has_run(run_dir):
+        check_same_architecture(training.saved_config(run_dir), config, run_dir)
+    training.pretrain(data, config, run_dir, num_epochs=num_epochs, resume=True, progress=progress)
+    return run_dir / "encoder.keras", with_run_splits(data, run_dir)
+
+
+# Fine-tuning on a subset of the labels
+
+
+def label_subset(train_index: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """Return a seeded random `fraction` of the training images (at least 2); with one seed, smaller ones nest in larger."""
+    check_fraction(fraction)
+    order = np.random.default_rng(seed).permutation(np.asarray(train_index))
+    n_labels = min(len(order), max(MIN_LABELS, round(fraction * len(order))))
+    return np.sort(order[:n_labels])
+
+
+def with_labels(data: BoneAgeData, train_index: np.ndarray) -> BoneAgeData:
+    """Return the data with its train split cut to `train_index` (val and test untouched)."""
+    return dataclasses.replace(data, splits={**data.splits, "train": np.asarray(train_index)})
+
+
+def steps_per_epoch(n_labels: int, batch_size: int) -> int:
+    """Return the gradient steps in one epoch over n_labels images (the last batch may be smaller)."""
+    return math.ceil(n_labels / batch_size)
+
+
+def epochs_for_steps(n_labels: int, batch_size: int, steps: int, min_epochs: int) -> int:
+    """Return the epochs giving at least `steps` gradient steps over n_labels images, and at least min_epochs."""
+    return max(min_epochs, math.ceil(steps / steps_per_epoch(n_labels, batch_size)))
+
+
+def run_steps(budget: Budget, config: Config, n_train: int) -> int:
+    """Return the gradient steps per fine-tuning run: the budget's, or the preset's epochs over the full train split."""
+    return budget.steps or config.reg_num_epochs * steps_per_epoch(n_train, config.reg_batch_size)
+
+
+def fine_tune_and_test(data: BoneAgeData, config: Config, run_dir: Path, encoder: Path | None, num_epochs: int,
+                       sex_input: bool = False, n_boot: int = 2000) -> dict:
+    """Fine-tune AE-BoNet (given `encoder`) or the from-scratch control unless done, test it once; return metrics.json."""
+    backbone = "aebonet" if encoder else "scratch"
+    training.train(data, config, run_dir, backbone=backbone, encoder=encoder, sex_input=sex_input,
+                   num_epochs=num_epochs, resume=True, progress=False)
+    if not (run_dir / "metrics.json").is_file():
+        predict.evaluate(run_dir / "model.keras", data, split="test", n_boot=n_boot, progress=False)
+    return read_json(run_dir / "metrics.json")
+
+
+def mean_predictor_mae(data: BoneAgeData, train_index: np.ndarray) -> float:
+    """Return the test MAE of predicting the mean age of the given training images for every child: the floor to beat."""
+    y_test = data.y[data.splits["test"]]
+    return metrics.mae(y_test, np.full(len(y_test), np.mean(data.y[train_index])))
+
+
+def with_floor(table: pd.DataFrame, floor) -> pd.DataFrame:
+    """Add the mean predictor's MAE and whether each arm's whole 95 % interval lies below it (beats predicting the mean)."""
+    table = table.assign(mean_predictor_mae=floor)
+    return table.assign(beats_mean_predictor=table.ci_high < table.mean_predictor_mae)
+
+
+def run_record(run_dir: Path, result: dict, root: Path) -> dict:
+    """Return a run's table row: where it is, its epochs, and its test MAE with the 95 % interval."""
+    low, high = result["mae_ci95"]
+    return {"epochs": read_json(run_dir / "config.json")["num_epochs"], "mae": result["mae"], "ci_low": low,
+            "ci_high": high, "n_test": result["n"], "run": str(run_dir.relative_to(root))}
+
+
+# Comparing arms on the same test images
+
+
+def abs_errors(run_dir: Path) -> pd.Series:
+    """Return a run's absolute test errors in months, indexed by image id, from its predictions.csv."""
+    table = pd.read_csv(run_dir / "predictions.csv", dtype={"id": str})
+    return (table.predicted - table.true).abs().set_axis(table.id).sort_index()
+
+
+def mean_abs_errors(run_dirs: list[Path]) -> pd.Series:
+    """Return each test image's absolute error averaged over runs (seeds), refusing runs tested on other images."""
+    errors = [abs_errors(run_dir) for run_dir in run_dirs]
+    for run_dir, run_errors in zip(run_dirs, errors):
+        if not run_errors.index.equals(errors[0].index):
+            raise AebonetError(f"{run_dir}: tested on other images than {run_dirs[0]}; compare runs tested on one split")
+    return sum(errors) / len(errors)
+
+
+def interval_of_mean(errors: pd.Series, n_boot: int, seed: int) -> tuple[float, float]:
+    """Return the 95 % bootstrap interval of the mean absolute error over the test images."""
+    # mae(0, e) is the mean of e for errors e >= 0, so the metrics module's bootstrap applies as is.
+    return metrics.bootstrap_ci(np.zeros(len(errors)), errors.to_numpy(), metrics.mae, n_boot, 0.95, seed)
+
+
+def finding(low: float, high: float, arm: str, baseline: str) -> str:
+    """Return what a 95 % interval of MAE(arm) - MAE(baseline) says, in words."""
+    if high < 0:
+        return f"{arm} lower MAE"
+    if low > 0:
+        return f"{baseline} lower MAE"
+    return "no clear difference"
+
+
+def paired_difference(errors: pd.Series, baseline_errors: pd.Series, arm: str, baseline: str, n_boot: int,
+                      seed: int) -> dict:
+    """Return MAE(arm) - MAE(baseline) on the same test images, with its 95 % interval, p-value and finding."""
+    if not errors.index.equals(baseline_errors.index):
+        raise AebonetError(f"arms {arm!r} and {baseline!r} were tested on different images; "
+                           "compare runs tested on one split")
+    zeros = np.zeros(len(errors))  # as in interval_of_mean: mae(0, e) = mean(e)
+    result = metrics.paired_bootstrap(zeros, errors.to_numpy(), baseline_errors.to_numpy(), n_boot, seed)
+    low, high = result["ci95"]
+    return {"difference": result["mae_difference"], "difference_ci_low": low, "difference_ci_high": high,
+            "p_value": result["p_value"], "finding": finding(low, high, arm, baseline)}
+
+
+def arm_row(arm: str, run_dirs: list[Path], n_boot: int, seed: int) -> dict:
+    """Return one arm's MAE (mean over seeds), its 95 % interval over test images, and the range over seeds."""
+    errors = mean_abs_errors(run_dirs)
+    low, high = interval_of_mean(errors, n_boot, seed)
+    seed_maes = [abs_errors(run_dir).mean() for run_dir in run_dirs]
+    return {"arm": arm, "seeds": len(run_dirs), "n_test": len(errors), "mae": errors.mean(), "ci_low": low,
+            "ci_high": high, "seed_mae_min": min(seed_maes), "seed_mae_max": max(seed_maes)}
+
+
+def seeds_better(run_dirs: list[Path], baseline_dirs: list[Path]) -> int:
+    """Return how many seeds gave the arm a lower test MAE than the baseline with the same seed."""
+    return sum(abs_errors(a).mean() < abs_errors(b).mean() for a, b in zip(run_dirs, baseline_dirs))
+
+
+def comparison_table(arms: dict[str, list[Path]], baseline: str, n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
+    """Return one row per arm: MAE with its interval, and the paired difference from the baseline (NaN on its row)."""
+    baseline_errors = mean_abs_errors(arms[baseline])
+    rows = []
+    for arm, run_dirs in arms.items():
+        row = arm_row(arm, run_dirs, n_boot, seed)
+        if arm != baseline:
+            row |= paired_difference(mean_abs_errors(run_dirs), baseline_errors, arm, baseline, n_boot, seed)
+            row["seeds_better"] = seeds_better(run_dirs, arms[baseline])
+        rows.append(row)
+    table = pd.DataFrame(rows).reindex(columns=COMPARISON_COLUMNS).fillna({"finding": ""})
+    return table.astype({"seeds_better": "Int64"})
+
+
+
+# Writing an experiment's table and figure
+
+
+def plot_arms(table: pd.DataFrame, title: str) -> Figure:
+    """Plot each arm's test MAE with its 95 % interval, one row per arm (sex input and decoder experiments)."""
+    plots.set_style()
+    fig, ax = plt.subplots(figsize=(6.4, 0.9 + 0.55 * len(table)))
+    rows = np.arange(len(table))[::-1]
+    errors = np.vstack([table.mae - table.ci_low, table.ci_high - table.mae])
+    ax.errorbar(table.mae, rows, xerr=errors, fmt="o", capsize=3, color="#2166ac")
+    ax.set_yticks(rows, table.arm)
+    ax.set(xlabel="test MAE (months), 95 % bootstrap interval", title=title)
+    return fig
+
+
+def write_results(out_dir: Path, name: str, table: pd.DataFrame, fig: Figure, runs: pd.DataFrame | None,
+                  settings: dict) -> list[Path]:
+    """Write an experiment's table (CSV and Markdown), its runs, its figure (PNG) and its settings; return the paths."""
+    written = list(tables.save_table(table, out_dir / name))
+    if runs is not None:
+        written += tables.save_table(runs, out_dir / f"{name}_runs")
+    written.append(plots.save_figure(fig, out_dir / f"{name}.png"))
+    plt.close(fig)
+    write_json(out_dir / f"{name}.json", settings)
+    return written + [out_dir / f"{name}.json"]
+
+
+def settings_record(name: str, source: str, config: Config, budget: Budget, **extra) -> dict:
+    """Return what an experiment ran with: its data, Config and budget, for the JSON beside its table."""
+    return {"experiment": name, "data": source, "config": config.to_dict(), "budget": dataclasses.asdict(budget), **extra}
+
+
+def format_table(table: pd.DataFrame) -> str:
+    """Return an experiment's table as text: MAE and difference with their 95 % intervals, and the finding."""
+    table = table.reset_index()
+    shown = pd.DataFrame({
+        "MAE, months (95% CI)": [tables.format_ci(r.mae, r.ci_low, r.ci_high) for r in table.itertuples()],
+        "difference (95% CI)": [tables.format_ci(r.difference, r.difference_ci_low, r.difference_ci_high)
+                                for r in table.itertuples()],
+        "finding": table.finding,
+        "predicting the mean": table.mean_predictor_mae.round(1),
+    })
+    keys = [c for c in ("fraction", "n_labels", "arm") if c in table.columns]
+    return pd.concat([table[keys], shown], axis=1).to_string(index=False)
+
+
+def setup(preset: str, config: Config | None, budget_overrides: dict) -> tuple[Config, Budget]:
+    """Return the experiment's Config (the preset's unless given) and its budget."""
+    return config or get_config(preset), get_budget(preset, **budget_overrides)
+
+
+# Label efficiency
+
+
+def label_run_dir(runs_dir: Path, fraction: float, seed: int, arm: str) -> Path:
+    """Return the run folder of one arm at one fraction and seed, such as runs/labels-0.1/seed-0/scratch."""
+    return runs_dir / f"labels-{fraction:g}" / f"seed-{seed}" / arm
+
+
+def label_efficiency_runs(data: BoneAgeData, config: Config, encoder: Path, budget: Budget, runs_dir: Path,
+                          n_boot: int, progress: bool) -> pd.DataFrame:
+    """Fine-tune both arms on each fraction's labelled subset for each seed, test them, and return one row per run."""
+    steps = run_steps(budget, config, len(data.splits["train"]))
+    jobs = [(f, s, arm) for f in budget.fractions for s in range(budget.num_seeds) for arm in (PRETRAINED, SCRATCH)]
+    rows = []
+    for fraction, seed, arm in tqdm(jobs, desc="label efficiency", unit="run", disable=not progress):
+        subset = label_subset(data.splits["train"], fraction, config.seed + seed)
+        num_epochs = epochs_for_steps(len(subset), config.reg_batch_size, steps, budget.min_epochs)
+        run_dir = label_run_dir(runs_dir, fraction, seed, arm)
+        result = fine_tune_and_test(with_labels(data, subset), config.replace(seed=config.seed + seed), run_dir,
+                                    encoder if arm == PRETRAINED else None, num_epochs, n_boot=n_boot)
+        rows.append({"fraction": fraction, "n_labels": len(subset), "seed": seed, "arm": arm,
+                     "steps": num_epochs * steps_per_epoch(len(subset), config.reg_batch_size),
+                     **run_record(run_dir, result, runs_dir.parent),
+                     "mean_predictor_mae": mean_predictor_mae(data, subset)})
+    return pd.DataFrame(rows)
+
+
+def label_efficiency_table(runs: pd.DataFrame, runs_dir: Path, n_boot: int, seed: int) -> pd.DataFrame:
+    """Return one row per (fraction, arm): MAE over seeds with its interval, and pretrained minus scratch."""
+    parts = []
+    for fraction, group in runs.groupby("fraction"):
+        arms = {arm: [runs_dir.parent / run for run in group[group.arm == arm].run] for arm in (PRETRAINED, SCRATCH)}
+        part = comparison_table(arms, SCRATCH, n_boot, seed)
+        first = group.iloc[0]
+        part = part.assign(fraction=fraction, n_labels=first.n_labels, epochs=first.epochs, steps=first.steps)
+        parts.append(with_floor(part, group.mean_predictor_mae.mean()))
+    table = pd.concat(parts, ignore_index=True)
+    columns = ["n_labels", "epochs", "steps", *COMPARISON_COLUMNS[1:], "mean_predictor_mae", "beats_mean_predictor"]
+    return table.set_index(["fraction", "arm"])[columns]
+
+
+def label_efficiency(source: str = "phantom", preset: str = "cpu", fractions: tuple[float, ...] | None = None,
+                     num_seeds: int | None = None, out_dir: str | Path | None = None,
+                     pretrain_run: str | Path | None = None, steps: int | None = None,
+                     pretrain_epochs: int | None = None, resume: bool = False, config: Config | None = None,
+                     cache_root: str | Path | None = None, n_boot: int = 2000, progress: bool = True) -> pd.DataFrame:
+    """Measure whether pretraining reduces the labels needed: AE-BoNet against the control per label fraction (chapter 7).
+
+    The autoencoder is pretrained once on all training images, without labels, in
+    `pretrain_run` (reused, or resumed, when it holds a run; by default out_dir/runs/pretrain,
+    with `pretrain_epochs`). For each fraction of the training split's labels and each seed,
+    AE-BoNet (pretrained encoder) and the from-scratch control are fine-tuned on the same
+    seeded random subset for the same gradient steps (module docstring), validated on the
+    whole val split and tested on the same test images. Returns one row per (fraction, arm):
+    MAE with its 95 % interval, on the pretrained rows MAE(pretrained) - MAE(scratch)
+    with its paired-bootstrap interval, and the MAE of predicting the labelled images' mean
+    age for every child (`mean_predictor_mae`, the floor a regressor must beat). With out_dir, writes label_efficiency.{csv,md,png,json}
+    and label_efficiency_runs.{csv,md} (one row per run) beside runs/.
+    """
+    config, budget = setup(preset, config, {"fractions": fractions, "num_seeds": num_seeds, "steps": steps,
+                                            "pretrain_epochs": pretrain_epochs})
+    with experiment_folder(out_dir, resume) as folder:
+        data = experiment_data(source, config, cache_root, progress)
+        pretrain_dir = pretrain_folder(pretrain_run, folder)
+        encoder, data = pretrained_encoder(data, config, pretrain_dir, budget.pretrain_epochs, progress)
+        runs = label_efficiency_runs(data, config, encoder, budget, folder / "runs", n_boot, progress)
+        table = label_efficiency_table(runs, folder / "runs", n_boot, config.seed)
+        if out_dir is not None:
+            fig = plots.plot_label_efficiency(table.reset_index())
+            write_results(folder, "label_efficiency", table, fig, runs.set_index(["fraction", "seed", "arm"]),
+                          settings_record("label efficiency", source, config, budget, pretrain_run=str(pretrain_dir)))
+    return table
+
+
+# The sex input
+
+
+def sex_input_experiment(source: str = "phantom", preset: str = "cpu", num_seeds: int | None = None,
+                         out_dir: str | Path | None = None, pretrain_run: str | Path | None = None,
+                         num_epochs: int | None = None, pretrain_epochs: int | None = None, resume: bool = False,
+                         config: Config | None = None, cache_root: str | Path | None = None, n_boot: int = 2000,
+                         progress: bool = True) -> pd.DataFrame:
+    """Measure what giving AE-BoNet the child's sex as a second input changes (chapter 7).
+
+    Both arms fine-tune the same pretrained encoder on all training labels with the same
+    seeds and epochs (`num_epochs`, by default the budget's steps over the full train
+    split); one also gets the sex. Returns one row per arm, MAE with its 95 % interval, and
+    on the "with sex" row MAE(with) - MAE(without) with its paired-bootstrap interval. With
+    out_dir, writes sex_input.{csv,md,png,json} and sex_input_runs.{csv,md} beside runs/.
+    """
+    config, budget = setup(preset, config, {"num_seeds": num_seeds, "pretrain_epochs": pretrain_epochs})
+    with experiment_folder(out_dir, resume) as folder:
+        data = experiment_data(source, config, cache_root, progress)
+        pretrain_dir = pretrain_folder(pretrain_run, folder)
+        encoder, data = pretrained_encoder(data, config, pretrain_dir, budget.pretrain_epochs, progress)
+        num_epochs = num_epochs or full_data_epochs(budget, config, data)
+        arms = {WITHOUT_SEX: False, WITH_SEX: True}
+        runs = seeded_runs(data, config, encoder, arms, budget.num_seeds, num_epochs, folder / "runs", n_boot, progress)
+        table = comparison_table(run_dirs_by_arm(runs, folder), WITHOUT_SEX, n_boot, config.seed).set_index("arm")
+        table = with_floor(table, mean_predictor_mae(data, data.splits["train"]))
+        if out_dir is not None:
+            fig = plot_arms(table.reset_index(), "AE-BoNet with and without the sex input")
+            write_results(folder, "sex_input", table, fig, runs.set_index(["arm", "seed"]),
+                          settings_record("sex input", source, config, budget, num_epochs=num_epochs))
+    return table
+
+
+def full_data_epochs(budget: Budget, config: Config, data: BoneAgeData) -> int:
+    """Return the fine-tuning epochs on the whole train split: the budget's steps, at least its minimum epochs."""
+    n_train = len(data.splits["train"])
+    return epochs_for_steps(n_train, config.reg_batch_size, run_steps(budget, config, n_train), budget.min_epochs)
+
+
+def seeded_runs(data: BoneAgeData, config: Config, encoder: Path | None, arms: dict[str, bool], num_seeds: int,
+                num_epochs: int, runs_dir: Path, n_boot: int, progress: bool) -> pd.DataFrame:
+    """Fine-tune each arm (name -> sex input) for each seed on all training labels; return one row per run."""
+    jobs = [(seed, arm) for seed in range(num_seeds) for arm in arms]
+    rows = []
+    for seed, arm in tqdm(jobs, desc="fine-tune", unit="run", disable=not progress):
+        run_dir = runs_dir / arm.replace(" ", "-") / f"seed-{seed}"
+        result = fine_tune_and_test(data, config.replace(seed=config.seed + seed), run_dir, encoder, num_epochs,
+                                    sex_input=arms[arm], n_boot=n_boot)
+        rows.append({"arm": arm, "seed": seed, **run_record(run_dir, result, runs_dir.parent)})
+    return pd.DataFrame(rows)
+
+
+def run_dirs_by_arm(runs: pd.DataFrame, folder: Path) -> dict[str, list[Path]]:
+    """Return each arm's run folders, ordered by seed, in the order the arms first appear."""
+    runs = runs.sort_values("seed", kind="stable")
+    return {arm: [folder / run for run in runs[runs.arm == arm].run] for arm in runs.arm.unique()}
+
+
+# Decoder variant and pretraining length
+
+
+def check_decoders(decoders) -> None:
+    """Refuse an empty or unknown list of decoder variants before anything trains."""
+    unknown = [d for d in decoders if d not in DECODERS]
+    if unknown or not decoders:
+        raise AebonetError(f"decoders {list(decoders)}: choose one or more of {', '.join(DECODERS)}")
+
+
+def stage_plan(config: Config, num_epochs: int | None) -> list[int]:
+    """Return the epochs of each pretraining stage: the config's staged plan, scaled to num_epochs when given."""
+    return training.stage_epochs(config.ae_stages, num_epochs)
+
+
+def cut_config(config: Config, decoder: str, plan: list[int], stages: int) -> Config:
+    """Return the config of a pretraining run with `decoder` that stops after its first `stages` stages."""
+    if not 1 <= stages <= len(plan):
+        raise AebonetError(f"stage cut {stages}: the pretraining plan {plan} has stages 1 to {len(plan)}")
+    return config.replace(decoder=decoder, ae_stages=tuple(plan[:stages]))
+
+
+def reconstruction_quality(run_dir: Path) -> dict:
+    """Return the autoencoder's validation loss and PSNR at the end of a pretraining run."""
+    last = pd.read_csv(run_dir / "history.csv").iloc[-1]
+    return {"val_loss": float(last.get("val_loss", np.nan)), "val_psnr": float(last.get("val_psnr", np.nan))}
+
+
+def variant_name(decoder: str, epochs: int) -> str:
+    """Return an arm's name, such as "transpose, 3 epochs"."""
+    return f"{decoder}, {epochs} epoch{'' if epochs == 1 else 's'}"
+
+
+def pretrain_variants(data: BoneAgeData, config: Config, decoders, cuts, plan: list[int], runs_dir: Path,
+                      progress: bool) -> list[dict]:
+    """Pretrain one autoencoder per decoder and stage cut (each from the start); return one record per run."""
+    records = []
+    for decoder in decoders:
+        for stages in cuts:
+            run_dir = runs_dir / f"pretrain-{decoder}-stages-{stages}"
+            variant = cut_config(config, decoder, plan, stages)
+            training.pretrain(data, variant, run_dir, resume=True, progress=progress)
+            records.append({"arm": variant_name(decoder, sum(plan[:stages])), "decoder": decoder, "stages": stages,
+                            "pretrain_epochs": sum(plan[:stages]), "encoder": run_dir / "encoder.keras",
+                            **reconstruction_quality(run_dir)})
+    return records
+
+
+def decoder_runs(data: BoneAgeData, config: Config, variants: list[dict], num_seeds: int, num_epochs: int,
+                 runs_dir: Path, n_boot: int, progress: bool) -> pd.DataFrame:
+    """Fine-tune AE-BoNet on each pretrained variant, and the from-scratch control, for each seed; one row per run."""
+    arms = [{"arm": SCRATCH, "decoder": "", "stages": 0, "pretrain_epochs": 0, "encoder": None}, *variants]
+    jobs = [(seed, arm) for seed in range(num_seeds) for arm in arms]
+    rows = []
+    for seed, arm in tqdm(jobs, desc="fine-tune", unit="run", disable=not progress):
+        name = "scratch" if arm["encoder"] is None else arm["encoder"].parent.name.replace("pretrain-", "aebonet-")
+        run_dir = runs_dir / name / f"seed-{seed}"
+        result = fine_tune_and_test(data, config.replace(seed=config.seed + seed), run_dir, arm["encoder"],
+                                    num_epochs, n_boot=n_boot)
+        rows.append({"arm": arm["arm"], "seed": seed, **run_record(run_dir, result, runs_dir.parent)})
+    return pd.DataFrame(rows)
+
+
+def decoder_experiment(source: str = "phantom", preset: str = "cpu", decoders: tuple[str, ...] = DECODERS,
+                       stage_cuts: tuple[int, ...] | None = None, num_seeds: int | None = None,
+                       out_dir: str | Path | None = None, num_epochs: int | None = None,
+                       pretrain_epochs: int | None = None, resume: bool = False, config: Config | None = None,
+                       cache_root: str | Path | None = None, n_boot: int = 2000, progress: bool = True) -> pd.DataFrame:
+    """Measure how the decoder variant and the pretraining length change AE-BoNet's downstream MAE (chapter 7).
+
+    For each decoder (upsample_conv, conv_upsample, transpose) and each stage cut, an
+    autoencoder is pretrained from the start for the first `stages` stages of the staged
+    plan (`pretrain_epochs` in all, spread over the stages as `aebonet pretrain --epochs`
+    does); with the same seed this is, up to floating-point nondeterminism, the full run
+    stopped at the end of that stage. Each
+    encoder is then fine-tuned on all training labels, beside the from-scratch control
+    (0 pretraining epochs), with the same seeds and epochs. Returns one row per arm: its
+    reconstruction quality, MAE with its 95 % interval, and MAE(arm) - MAE(scratch) with
+    its paired-bootstrap interval. With out_dir, writes decoder.{csv,md,png,json} and
+    decoder_runs.{csv,md} beside runs/.
+    """
+    config, budget = setup(preset, config, {"num_seeds": num_seeds, "pretrain_epochs": pretrain_epochs,
+                                            "stage_cuts": stage_cuts})
+    plan = stage_plan(config, budget.pretrain_epochs)
+    check_decoders(decoders)
+    with experiment_folder(out_dir, resume) as folder:
+        data = experiment_data(source, config, cache_root, progress)
+        variants = pretrain_variants(data, config, decoders, budget.stage_cuts, plan, folder / "runs", progress)
+        num_epochs = num_epochs or full_data_epochs(budget, config, data)
+        runs = decoder_runs(data, config, variants, budget.num_seeds, num_epochs, folder / "runs", n_boot, progress)
+        table = with_floor(decoder_table(runs, variants, folder, n_boot, config.seed),
+                           mean_predictor_mae(data, data.splits["train"]))
+        if out_dir is not None:
+            fig = plot_arms(table.reset_index(), "Decoder variant and pretraining length against downstream MAE")
+            write_results(folder, "decoder", table, fig, runs.set_index(["arm", "seed"]),
+                          settings_record("decoder", source, config, budget, plan=plan, num_epochs=num_epochs))
+    return table
+
+
+def decoder_table(runs: pd.DataFrame, variants: list[dict], folder: Path, n_boot: int, seed: int) -> pd.DataFrame:
+    """Return one row per arm: decoder, pretraining epochs, reconstruction quality, MAE, and the difference from scratch."""
+    comparison = comparison_table(run_dirs_by_arm(runs, folder), SCRATCH, n_boot, seed)
+    details = pd.DataFrame([{k: v for k, v in variant.items() if k != "encoder"} for variant in variants])
+    scratch = pd.DataFrame([{"arm": SCRATCH, "decoder": "", "stages": 0, "pretrain_epochs": 0}])
+    table = pd.concat([scratch, details], ignore_index=True).merge(comparison, on="arm")
+    return table.set_index("arm")
