@@ -86,7 +86,7 @@ def test_page_renders_in_browser(build, chapter):
     dom = rendered_dom(page)
     assert "<article" in dom and len(re.sub(r"<[^>]+>", "", dom)) > 500, f"{page} rendered almost nothing"
     assert "Traceback" not in dom, f"{page} shows a traceback"
-    assert 'class="output traceback' not in dom and "ename" not in dom
+    assert 'class="output traceback' not in dom and "output error" not in dom
     parser = ImageSources()
     parser.feed(dom)
     local = [s for s in parser.sources if not s.startswith(("http:", "https:", "data:"))]

@@ -50,6 +50,8 @@ def repo_url() -> str:
 def notebook_text(source: Path) -> str:
     """Return the paired notebook of a MyST source as .ipynb text, without outputs."""
     notebook = jupytext.read(source)
+    for number, cell in enumerate(notebook.cells):
+        cell.id = f"cell-{number}"  # fixed ids: the same source always gives the same notebook
     notebook.metadata.pop("jupytext", None)
     notebook.metadata["colab"] = {"provenance": []}
     notebook.metadata["accelerator"] = "GPU"
