@@ -603,6 +603,7 @@ class BoneAgeData:
     source: str
     cache_dir: Path | None = None
     problems: list[Problem] = field(default_factory=list)  # inputs left out (skip_bad)
+    seed: int = 0  # the seed that drew the split (and, for the phantom, the images)
 
     def __len__(self) -> int:
         """Return the number of images."""
@@ -719,7 +720,7 @@ def data_from_cache(cache, source: str, fractions, seed: int, stratify: bool, pr
     splits = make_splits(cache.table, y, fractions, seed, stratify)
     splits_lib.check_disjoint(splits, ids)
     return BoneAgeData(X=cache.X, y=y, male=cache.table["male"].to_numpy(np.float32), ids=ids, splits=splits,
-                       params=cache.params, source=source, cache_dir=cache.path, problems=list(problems))
+                       params=cache.params, source=source, cache_dir=cache.path, problems=list(problems), seed=seed)
 
 
 def image_problems(raw: RawDataset, bad: pd.DataFrame) -> list[Problem]:

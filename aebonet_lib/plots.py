@@ -24,7 +24,7 @@ from .files import atomic_path
 SEX_COLORS = {"girls": "#d6604d", "boys": "#4393c3", "unknown": "#7f7f7f"}
 ARM_COLORS = {"pretrained": "#1b7837", "scratch": "#762a83"}
 METRIC_TITLES = {"loss": "loss (MSE)", "mae": "MAE", "mse": "MSE", "accuracy": "accuracy", "psnr": "PSNR (dB)", "ssim": "SSIM"}
-NOT_METRICS = ("epoch", "lr", "learning_rate")
+NOT_METRICS = ("epoch", "lr", "learning_rate", "seconds")
 
 
 def set_style() -> None:

@@ -43,11 +43,12 @@ def check_regressor(model_path: str | Path) -> dict:
 
 def load_data_for_model(model_path: str | Path, source: str, skip_bad: bool = False, cache_root=None,
                         progress: bool = True) -> BoneAgeData:
-    """Load a dataset with the image size, preprocessing, split fractions and seed the model was trained with."""
+    """Load a dataset with the image size, preprocessing, split fractions and data seed the model was trained with."""
     meta = check_regressor(model_path)
     config = Config.from_dict(meta["config"])
     params = PreprocessParams.from_dict(meta["params"])
-    return datasets.load_data(source, params.image_size, seed=config.seed, split=config.split, skip_bad=skip_bad,
+    seed = meta.get("data", {}).get("seed", config.seed)  # the data's seed, which experiments keep fixed across runs
+    return datasets.load_data(source, params.image_size, seed=seed, split=config.split, skip_bad=skip_bad,
                               cache_root=cache_root, clahe=params.clahe, normalize=params.normalize,
                               phantom_n=config.phantom_n, progress=progress)
 
@@ -105,7 +106,8 @@ def evaluate(model_path: str | Path, data: BoneAgeData, split: str = "test", out
         raise AebonetError(f"split {split!r} of {data.source}: {len(index)} images, {int(np.isnan(y).sum())} without a "
                            "bone age; evaluation needs labelled images")
     y_hat = predict_arrays(model, data.X[index], male if meta["sex_input"] else None, progress=progress)
-    result = metrics.summarize(y, y_hat, n_boot=n_boot, seed=seed) | {"split": split, "model": str(model_path)}
+    result = metrics.summarize(y, y_hat, n_boot=n_boot, seed=seed) | {"split": split, "model": str(model_path),
+                                                                      "data": data.source}
     write_evaluation(Path(out_dir or Path(model_path).parent), result, prediction_table(data.ids[index], y, y_hat, male))
     return result
 

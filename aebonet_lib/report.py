@@ -145,13 +145,8 @@ def stage_ends(run_dir: Path) -> list[int] | None:
 
 def write_history_figures(out_dir: Path, runs: dict[str, Path]) -> list[Path]:
     """Write the training and validation curves (Figure 3) of each run with a history.csv; return the paths."""
-    return [save_and_close(plots.plot_history(read_curves(run_dir), stage_ends(run_dir)), out_dir / f"curves_{label}.png")
+    return [save_and_close(plots.plot_history(run_dir / "history.csv", stage_ends(run_dir)), out_dir / f"curves_{label}.png")
             for label, run_dir in runs.items() if (run_dir / "history.csv").is_file()]
-
-
-def read_curves(run_dir: Path) -> pd.DataFrame:
-    """Return a run's history.csv without the seconds per epoch, which is no training curve."""
-    return pd.read_csv(run_dir / "history.csv").drop(columns=["seconds"], errors="ignore")
 
 
 def write_prediction_figures(out_dir: Path, predictions: dict[str, pd.DataFrame]) -> list[Path]:

@@ -321,7 +321,8 @@ def load_model(path: str | Path) -> tuple[keras.Model, dict]:
 
 def data_meta(data: BoneAgeData, config: Config) -> dict:
     """Return what a saved model needs to read new images: size, preprocessing and the Config."""
-    return {"image_size": config.image_size, "params": data.params.to_dict(), "config": config.to_dict()}
+    return {"image_size": config.image_size, "params": data.params.to_dict(), "config": config.to_dict(),
+            "data": {"source": data.source, "seed": data.seed}}
 
 
 # Autoencoder pretraining (chapter 3)
