@@ -50,7 +50,7 @@ def add_training_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--width", type=float, help="override the width multiplier on filter counts")
     p.add_argument("--batch-size", type=positive_int, help="override the batch size")
     p.add_argument("--seed", type=int, help="random seed (default: the preset's)")
-    p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], help="numeric precision (default: the preset's)")
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], help="numeric precision (default: auto, the fastest this hardware computes well)")
     p.add_argument("--jit", action="store_true", help="compile with XLA")
     p.add_argument("--distribute", choices=["none", "mirrored", "multiworker"], default="none",
                    help="tf.distribute strategy (default: none)")
@@ -131,7 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "aebonet demo --out runs/demo")
     p.add_argument("--out", type=Path, default=Path("runs/demo"), help="folder for the runs (default runs/demo)")
     p.add_argument("--seed", type=int, default=0, help="random seed")
-    p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], help="numeric precision (default: the preset's)")
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], help="numeric precision (default: auto, the fastest this hardware computes well)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted demo in --out")
     p.set_defaults(func=run_demo)
 

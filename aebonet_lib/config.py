@@ -17,7 +17,7 @@ PAPER_SPLIT_SIZES = (10088, 2323, 200)
 PAPER_SPLIT = tuple(n / sum(PAPER_SPLIT_SIZES) for n in PAPER_SPLIT_SIZES)
 
 DECODERS = ("upsample_conv", "conv_upsample", "transpose")
-PRECISIONS = ("fp32", "bf16", "fp16")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")  # auto: bf16 on GPUs from compute capability 8.0 and AMX CPUs
 
 
 @dataclass(frozen=True)
@@ -53,7 +53,7 @@ class Config:
     reduce_lr_patience: int = 0  # multiply the learning rate by reduce_lr_factor after this many flat epochs (0: off)
     reduce_lr_factor: float = 0.5
     # Speed
-    precision: str = "fp32"
+    precision: str = "auto"  # resolved by hardware.best_precision() when a run starts
     jit: bool = False
     seed: int = 0
     deterministic: bool = False  # TensorFlow op determinism: same seed, same numbers (slower)

@@ -37,9 +37,20 @@ SHOWN_IN_PROGRESS = ("loss", "val_loss", "mae", "val_mae", "psnr", "val_psnr")
 # Precision, distribution and seeds (chapter 5)
 
 
+def resolve_precision(config: Config) -> Config:
+    """Return the config with precision "auto" replaced by the fastest precision this hardware computes well."""
+    if config.precision != "auto":
+        return config
+    from .hardware import best_precision
+
+    return config.replace(precision=best_precision())
+
+
 @contextlib.contextmanager
 def precision_policy(precision: str) -> Iterator[None]:
-    """Build models under the dtype policy for `precision` (fp32, bf16, fp16), then restore the previous one."""
+    """Build models under the dtype policy for `precision` (auto, fp32, bf16, fp16), then restore the previous one."""
+    if precision == "auto":
+        precision = resolve_precision(Config(name="auto")).precision
     previous = keras.config.dtype_policy()
     keras.config.set_dtype_policy(POLICIES[precision])
     try:
@@ -389,7 +400,7 @@ def pretrain(data: BoneAgeData, config: Config, run_dir: str | Path, num_epochs:
     """
     run_dir = Path(run_dir)
     check_run_dir(run_dir, resume, "pretrain")
-    record = read_record(run_dir) or {"kind": "pretrain", "config": config.to_dict(), "command": command,
+    record = read_record(run_dir) or {"kind": "pretrain", "config": resolve_precision(config).to_dict(), "command": command,
                                       "plan": stage_epochs(config.ae_stages, num_epochs), "data": data.source}
     config, plan = Config.from_dict(record["config"]), record["plan"]
     if run_finished(run_dir):
@@ -517,7 +528,7 @@ def train(data: BoneAgeData, config: Config, run_dir: str | Path, backbone: str 
     """
     run_dir = Path(run_dir)
     check_run_dir(run_dir, resume, "train")
-    record = read_record(run_dir) or train_record(data, config, backbone, encoder, weights, sex_input, num_epochs,
+    record = read_record(run_dir) or train_record(data, resolve_precision(config), backbone, encoder, weights, sex_input, num_epochs,
                                                   freeze_epochs, command)
     config = Config.from_dict(record["config"])
     if run_finished(run_dir):

@@ -185,7 +185,8 @@ def test_frozen_encoder_stays_as_pretrained_then_fine_tunes(pretrained, data, co
                            freeze_epochs=1, progress=False)
     kernel = encoder.get_layer("enc1_conv").get_weights()[0]
     for run_dir, unchanged in ((frozen, True), (tuned, False)):
-        model, _ = training.load_model(run_dir / "model.keras")
+        # the last epoch's checkpoint: model.keras keeps the best epoch, which may be a frozen one
+        model = keras.saving.load_model(run_dir / "checkpoint" / training.read_state(run_dir)["latest"], compile=False)
         trained_kernel = model.get_layer("encoder").get_layer("enc1_conv").get_weights()[0]
         assert np.array_equal(kernel, trained_kernel) == unchanged
 
