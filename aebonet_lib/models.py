@@ -23,8 +23,7 @@ from pathlib import Path
 from typing import Iterator
 
 import keras
-import tensorflow as tf
-from keras import layers
+from keras import layers, ops
 
 from .config import Config
 from .errors import AebonetError
@@ -358,12 +357,16 @@ def count_flops(model: keras.Model) -> int:
 @keras.saving.register_keras_serializable(package="aebonet")
 def psnr(y_true, y_pred):
     """Return the peak signal-to-noise ratio (dB) of each image in the batch, for pixels in [0, 1]."""
+    import tensorflow as tf  # here, not at the top: the architecture itself needs only Keras
+
     return tf.image.psnr(tf.cast(y_true, "float32"), tf.cast(y_pred, "float32"), max_val=1.0)
 
 
 @keras.saving.register_keras_serializable(package="aebonet")
 def ssim(y_true, y_pred):
     """Return the structural similarity of each image in the batch (tf.image.ssim, max_val=1)."""
+    import tensorflow as tf
+
     return tf.image.ssim(tf.cast(y_true, "float32"), tf.cast(y_pred, "float32"), max_val=1.0)
 
 
@@ -379,10 +382,10 @@ def pixel_accuracy(y_true, y_pred):
     (a black background alone scores high) and says little about the bones: report PSNR and
     SSIM beside it (chapter 3).
     """
-    y_true = tf.cast(y_true, "float32")
-    y_pred = tf.cast(tf.cast(y_pred, "float32") > 0.5, "float32")
-    correct = tf.cast(tf.equal(y_true, y_pred), "float32")
-    return tf.reduce_mean(correct, axis=[1, 2, 3])
+    y_true = ops.cast(y_true, "float32")
+    y_pred = ops.cast(ops.cast(y_pred, "float32") > 0.5, "float32")
+    correct = ops.cast(ops.equal(y_true, y_pred), "float32")
+    return ops.mean(correct, axis=[1, 2, 3])
 
 
 def reconstruction_metrics() -> list:
