@@ -37,6 +37,7 @@ CACHE_FORMAT = 1
 MANIFEST = "manifest.json"
 IMAGES = "images.npy"
 TABLE = "table.csv"
+ALL_IMAGES = ".all-images.tmp.npy"  # every row's image, while a build runs
 TABLE_COLUMNS = ["id", "boneage", "male", "split", "path"]
 MIN_IMAGES_PER_WORKER = 8  # below this many images per process, decoding in this process is faster
 
@@ -202,19 +203,24 @@ def keep_good_rows(all_path: Path, good: np.ndarray, out_path: Path) -> None:
     all_path.unlink()
 
 
+def is_cache_file(path: Path) -> bool:
+    """Tell whether a file is one a cache build writes, finished or left half-written by a killed build."""
+    names = (MANIFEST, IMAGES, TABLE, ALL_IMAGES)
+    return path.name in names or any(path.name.startswith(f".{Path(name).stem}.") for name in names)
+
+
 def require_cache_folder(cache_dir: Path) -> None:
     """Refuse to build in a non-empty folder that is not a cache, so that no user file is overwritten."""
     if cache_dir.exists() and not cache_dir.is_dir():
         raise AebonetError(f"{cache_dir}: exists and is a file; give a folder path for the cache")
-    ours = any((cache_dir / name).exists() for name in (MANIFEST, IMAGES, TABLE))
-    if cache_dir.is_dir() and any(cache_dir.iterdir()) and not ours:
+    if cache_dir.is_dir() and any(cache_dir.iterdir()) and not any(map(is_cache_file, cache_dir.iterdir())):
         raise AebonetError(f"{cache_dir}: folder exists, is not empty and is not a cache; choose a new folder for the cache")
 
 
 def write_images(table: pd.DataFrame, params: PreprocessParams, cache_dir: Path, workers: int,
                  progress: bool) -> list[dict]:
     """Build images.npy in `cache_dir` for the rows of `table`; return one file record per row."""
-    every = cache_dir / ".all-images.tmp.npy"  # every row, bad ones too, before the bad rows are dropped
+    every = cache_dir / ALL_IMAGES  # every row, bad ones too, before the bad rows are dropped
     try:
         X = np.lib.format.open_memmap(every, "w+", np.uint8, (len(table), params.image_size, params.image_size))
         entries = fill_images(X, list(table["path"]), params, cache_dir, workers, progress)

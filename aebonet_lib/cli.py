@@ -368,10 +368,37 @@ def run_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+TENSORFLOW_COMMANDS = ("pretrain", "train", "evaluate", "predict", "demo", "report", "experiment", "bench")
+
+
+def import_tensorflow_quietly() -> None:
+    """Import TensorFlow and look for GPUs with its C++ start-up log silenced (AEBONET_DEBUG=1 shows it).
+
+    TensorFlow 2.21 prints a dozen lines at start-up (oneDNN notes, CPU instructions, a
+    'failed call to cuInit' on machines without a GPU) that no environment variable turns
+    off; they look like errors to a student and are not.
+    """
+    if os.environ.get("AEBONET_DEBUG") or "tensorflow" in sys.modules:
+        return
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        import tensorflow as tf
+
+        tf.config.list_physical_devices("GPU")
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the `aebonet` command; bad input ends in one line on stderr and exit status 2."""
     args = build_parser().parse_args(argv)
     try:
+        if args.command in TENSORFLOW_COMMANDS:
+            import_tensorflow_quietly()
         return args.func(args) or 0
     except AebonetError as e:
         print(f"aebonet {args.command}: error: {e}", file=sys.stderr)

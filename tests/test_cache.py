@@ -116,3 +116,14 @@ def test_cache_root_follows_the_environment(tmp_path, monkeypatch):
     assert cache.cache_root(tmp_path / "x") == tmp_path / "x"
     monkeypatch.delenv("AEBONET_CACHE")
     assert cache.cache_root().parts[-2:] == (".cache", "aebonet")
+
+
+def test_a_build_killed_midway_does_not_block_the_next(tmp_path):
+    folder = tmp_path / "cache"
+    folder.mkdir()
+    (folder / cache.ALL_IMAGES).write_bytes(b"half")  # what a SIGKILL during decoding leaves
+    cache.require_cache_folder(folder)  # no error: the folder holds only a cache's own files
+    (folder / "notes.txt").write_text("mine")
+    (folder / cache.ALL_IMAGES).unlink()
+    with pytest.raises(AebonetError, match="not a cache"):
+        cache.require_cache_folder(folder)
