@@ -103,8 +103,9 @@ def write_student_sources(out: Path) -> Path:
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
-    for name in ("_toc.yml", "references.bib"):
+    for name in ("_toc.yml", "references.bib", "tools/offline_mathjax.py"):
         if (ROOT / name).exists():
+            (out / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(ROOT / name, out / name)
     config = load_config()
     config["title"] += " (student edition)"
