@@ -97,7 +97,7 @@ def our_table4_rows(our_results: pd.DataFrame) -> pd.DataFrame:
     """Return our measured MAEs as Table 4 rows, marked as measured by this project on their data."""
     require_columns(our_results, ["method", "mae", "data"], "table4 our_results")
     rows = pd.DataFrame({
-        "method": [f"{BACKBONE_NAMES.get(str(m).lower(), m)} ({THIS_PROJECT})" for m in our_results.method],
+        "method": [f"{BACKBONE_NAMES.get(str(m).lower(), m)}, {THIS_PROJECT}" for m in our_results.method],
         "metric": "MAE", "value": our_results.mae.to_numpy(dtype=float),
         "value_low": optional_column(our_results, "mae_ci_low").astype(float),
         "value_high": optional_column(our_results, "mae_ci_high").astype(float),

@@ -52,7 +52,7 @@ def test_no_invented_numbers():
 def test_table4_appends_our_rows_marked_as_ours():
     table = tables.table4(our_runs())
     ours = table[table.measured_by == "this project"]
-    assert list(ours.index) == ["AE-BoNet (this project)", "from scratch (control) (this project)"]
+    assert list(ours.index) == ["AE-BoNet, this project", "from scratch (control), this project"]
     assert ours.iloc[0].value == 7.94 and ours.iloc[0].value_low == 7.12 and ours.iloc[0].data == "phantom"
     assert len(table) == len(tables.table4()) + 2
     with pytest.raises(AebonetError, match="missing column"):
