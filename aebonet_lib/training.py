@@ -386,6 +386,19 @@ def write_stages(run_dir: Path, plan: list[int]) -> None:
         table.to_csv(f, index=False)
 
 
+def open_run(run_dir: Path, data: BoneAgeData, record: dict, distribute: str) -> tuple:
+    """Check the data against the run's config, reload or build its model, write config.json and pin its splits.
+
+    Returns (config, model, strategy, data), the data restricted to the run's saved splits.
+    """
+    config = Config.from_dict(record["config"])
+    check_image_size(data, config)
+    strategy = get_strategy(distribute)
+    model = latest_or_new_model(run_dir, config, strategy, record)
+    write_json(run_dir / "config.json", record)
+    return config, model, strategy, use_run_splits(data, run_dir)
+
+
 def pretrain(data: BoneAgeData, config: Config, run_dir: str | Path, num_epochs: int | None = None,
              resume: bool = False, distribute: str = "none", progress: bool = True, command: str | None = None) -> Path:
     """Train the autoencoder to reconstruct the training images, in the stages of the paper's Table 2 (chapter 3).
@@ -402,15 +415,10 @@ def pretrain(data: BoneAgeData, config: Config, run_dir: str | Path, num_epochs:
     check_run_dir(run_dir, resume, "pretrain")
     record = read_record(run_dir) or {"kind": "pretrain", "config": resolve_precision(config).to_dict(), "command": command,
                                       "plan": stage_epochs(config.ae_stages, num_epochs), "data": data.source}
-    config, plan = Config.from_dict(record["config"]), record["plan"]
     if run_finished(run_dir):
         return run_dir
-    check_image_size(data, config)
-    strategy = get_strategy(distribute)
-    model = latest_or_new_model(run_dir, config, strategy, record)
-    write_json(run_dir / "config.json", record)
-    data = use_run_splits(data, run_dir)
-    fit_stages(model, data, config, run_dir, plan, strategy, progress)
+    config, model, strategy, data = open_run(run_dir, data, record, distribute)
+    fit_stages(model, data, config, run_dir, record["plan"], strategy, progress)
     return finish_pretrain(model, data, config, run_dir)
 
 
@@ -530,14 +538,9 @@ def train(data: BoneAgeData, config: Config, run_dir: str | Path, backbone: str 
     check_run_dir(run_dir, resume, "train")
     record = read_record(run_dir) or train_record(data, resolve_precision(config), backbone, encoder, weights, sex_input, num_epochs,
                                                   freeze_epochs, command)
-    config = Config.from_dict(record["config"])
     if run_finished(run_dir):
         return run_dir
-    check_image_size(data, config)
-    strategy = get_strategy(distribute)
-    model = latest_or_new_model(run_dir, config, strategy, record)
-    write_json(run_dir / "config.json", record)
-    data = use_run_splits(data, run_dir)
+    config, model, strategy, data = open_run(run_dir, data, record, distribute)
     fit_phases(model, data, config, run_dir, record, strategy, progress)
     return finish_train(model, data, config, run_dir, record)
 
