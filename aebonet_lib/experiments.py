@@ -150,6 +150,11 @@ def pretrain_folder(pretrain_run: str | Path | None, folder: Path) -> Path:
     return Path(pretrain_run) if pretrain_run else folder / "runs" / "pretrain"
 
 
+def own_pretrain_epochs(budget: Budget, pretrain_run, pretrain_epochs: int | None) -> int | None:
+    """Return the pretraining epochs: the budget's short plan in the experiment's own folder, the full plan in a shared run."""
+    return budget.pretrain_epochs if pretrain_run is None else pretrain_epochs
+
+
 def pretrained_encoder(data: BoneAgeData, config: Config, run_dir: str | Path, num_epochs: int | None,
                        progress: bool) -> tuple[Path, BoneAgeData]:
     """Pretrain the autoencoder in run_dir, or reuse (resume) the run there; return its encoder and the data split as it."""
@@ -411,7 +416,8 @@ def label_efficiency(source: str = "phantom", preset: str = "cpu", fractions: tu
     with experiment_folder(out_dir, resume) as folder:
         data = experiment_data(source, config, cache_root, progress)
         pretrain_dir = pretrain_folder(pretrain_run, folder)
-        encoder, data = pretrained_encoder(data, config, pretrain_dir, budget.pretrain_epochs, progress)
+        encoder, data = pretrained_encoder(data, config, pretrain_dir, own_pretrain_epochs(budget, pretrain_run,
+                                                                                          pretrain_epochs), progress)
         runs = label_efficiency_runs(data, config, encoder, budget, folder / "runs", n_boot, progress)
         table = label_efficiency_table(runs, folder / "runs", n_boot, config.seed)
         if out_dir is not None:
@@ -441,7 +447,8 @@ def sex_input_experiment(source: str = "phantom", preset: str = "cpu", num_seeds
     with experiment_folder(out_dir, resume) as folder:
         data = experiment_data(source, config, cache_root, progress)
         pretrain_dir = pretrain_folder(pretrain_run, folder)
-        encoder, data = pretrained_encoder(data, config, pretrain_dir, budget.pretrain_epochs, progress)
+        encoder, data = pretrained_encoder(data, config, pretrain_dir, own_pretrain_epochs(budget, pretrain_run,
+                                                                                          pretrain_epochs), progress)
         num_epochs = num_epochs or full_data_epochs(budget, config, data)
         arms = {WITHOUT_SEX: False, WITH_SEX: True}
         runs = seeded_runs(data, config, encoder, arms, budget.num_seeds, num_epochs, folder / "runs", n_boot, progress)
