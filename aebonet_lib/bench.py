@@ -43,10 +43,10 @@ from tqdm.auto import tqdm
 
 from . import hardware
 from .config import DECODERS, PAPER_SPLIT_SIZES, PRECISIONS, Config, get_config
-
-MEASURED_PRECISIONS = tuple(p for p in PRECISIONS if p != "auto")  # what "auto" chooses between
 from .errors import AebonetError
 from .files import atomic_write, read_json, write_json
+
+MEASURED_PRECISIONS = tuple(p for p in PRECISIONS if p != "auto")  # what "auto" chooses between
 
 TRAIN_STEP_FACTOR = 3  # a training step: the forward pass, the gradients of the activations and of the weights
 FULL_SIZE = (2080, 1600)  # height, width of a typical RSNA radiograph
@@ -269,6 +269,14 @@ def fresh_keras() -> None:
 
     keras.backend.clear_session()
     gc.collect()
+
+
+RESULTS = Path(__file__).resolve().parent / "results"  # measurements shipped with the library (chapter 5 reads them)
+
+
+def measured_results(name: str = "h200-keras-jax") -> dict:
+    """Return a measurement shipped with the library, such as the H200 run of benchmarks/gpu_check.py."""
+    return read_json(RESULTS / f"{name}.json")
 
 
 def device_name() -> str:
