@@ -58,11 +58,8 @@ def add_training_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--skip-bad", action="store_true", help="drop bad inputs (listed in a report) instead of stopping")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """Build the argument parser with every subcommand."""
-    parser = argparse.ArgumentParser(prog="aebonet", description="AE-BoNet bone age estimation: data, training, evaluation.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
+def add_phantom(sub) -> None:
+    """Add `aebonet phantom`: write synthetic hand radiographs in the Kaggle RSNA layout."""
     p = add_command(sub, "phantom", "write synthetic hand radiographs in the Kaggle RSNA layout",
                     "aebonet phantom --out phantom_data --n 1000 --size 256 --seed 0")
     p.add_argument("--out", required=True, type=Path, help="folder to create (must not exist or be empty)")
@@ -73,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="standard deviation (months) of reader noise added to the labels (default 0)")
     p.set_defaults(func=run_phantom)
 
+
+def add_prepare(sub) -> None:
+    """Add `aebonet prepare`: check a dataset and build its preprocessing cache."""
     p = add_command(sub, "prepare", "check a dataset and build its preprocessing cache",
                     "aebonet prepare --data rsna/ --size 256 --out rsna_cache")
     p.add_argument("--data", required=True, metavar="DIR", help="raw dataset folder, or phantom[:N]")
@@ -91,12 +91,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the phantom and of the split shown (default 0)")
     p.set_defaults(func=run_prepare)
 
+
+def add_pretrain(sub) -> None:
+    """Add `aebonet pretrain`: train the autoencoder without labels, in stages."""
     p = add_command(sub, "pretrain", "train the autoencoder without labels, in stages",
                     "aebonet pretrain --data phantom --preset cpu --out runs/ae")
     add_training_options(p)
     p.add_argument("--decoder", choices=["upsample_conv", "conv_upsample", "transpose"], help="decoder variant")
     p.set_defaults(func=run_pretrain)
 
+
+def add_train(sub) -> None:
+    """Add `aebonet train`: fine-tune a bone age regressor (AE-BoNet, from scratch, or an ImageNet baseline)."""
     p = add_command(sub, "train", "fine-tune a bone age regressor (AE-BoNet, from scratch, or an ImageNet baseline)",
                     "aebonet train --data phantom --preset cpu --encoder runs/ae/encoder.keras --out runs/reg")
     add_training_options(p)
@@ -110,6 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--freeze-epochs", type=int, help="epochs with the encoder frozen before fine-tuning it")
     p.set_defaults(func=run_train)
 
+
+def add_evaluate(sub) -> None:
+    """Add `aebonet evaluate`: measure a model's MAE and MSE with 95% bootstrap intervals."""
     p = add_command(sub, "evaluate", "measure a model's MAE and MSE with 95% bootstrap intervals",
                     "aebonet evaluate --model runs/reg/model.keras --data phantom --split test")
     p.add_argument("--model", required=True, type=Path, help="model file (RUN/model.keras)")
@@ -119,6 +128,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--skip-bad", action="store_true", help="drop bad inputs instead of stopping")
     p.set_defaults(func=run_evaluate)
 
+
+def add_predict(sub) -> None:
+    """Add `aebonet predict`: predict bone age for radiographs."""
     p = add_command(sub, "predict", "predict bone age for radiographs",
                     "aebonet predict --model runs/reg/model.keras hand.png --sex F")
     p.add_argument("--model", required=True, type=Path, help="model file (RUN/model.keras)")
@@ -127,6 +139,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, help="write the CSV here instead of printing it")
     p.set_defaults(func=run_predict)
 
+
+def add_demo(sub) -> None:
+    """Add `aebonet demo`: run the whole pipeline on the phantom on a CPU (about 5 minutes)."""
     p = add_command(sub, "demo", "run the whole pipeline on the phantom on a CPU (about 5 minutes)",
                     "aebonet demo --out runs/demo")
     p.add_argument("--out", type=Path, default=Path("runs/demo"), help="folder for the runs (default runs/demo)")
@@ -135,12 +150,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue an interrupted demo in --out")
     p.set_defaults(func=run_demo)
 
+
+def add_report(sub) -> None:
+    """Add `aebonet report`: write tables and figures for finished runs."""
     p = add_command(sub, "report", "write tables and figures for finished runs",
                     "aebonet report --runs runs/demo/aebonet runs/demo/scratch --out report")
     p.add_argument("--runs", required=True, nargs="+", type=Path, metavar="RUN", help="run folders")
     p.add_argument("--out", required=True, type=Path, metavar="DIR", help="folder to write")
     p.set_defaults(func=run_report)
 
+
+def add_experiment(sub) -> None:
+    """Add `aebonet experiment`: run an experiment beyond the paper."""
     p = add_command(sub, "experiment", "run an experiment beyond the paper",
                     "aebonet experiment label-efficiency --data phantom --preset cpu --out exp/labels")
     p.add_argument("name", choices=["label-efficiency", "sex-input", "decoder"], help="which experiment")
@@ -161,6 +182,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue an interrupted experiment in --out")
     p.set_defaults(func=run_experiment)
 
+
+def add_bench(sub) -> None:
+    """Add `aebonet bench`: measure speed on this machine and write a JSON file and a Markdown table."""
     p = add_command(sub, "bench", "measure speed on this machine and write a JSON file and a Markdown table",
                     "aebonet bench --quick --out bench.json")
     mode = p.add_mutually_exclusive_group()
@@ -174,6 +198,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gpu-json", type=Path, metavar="FILE",
                    help="a bench JSON made with --gpu-check on a GPU: its utilisation feeds the paper-schedule estimate")
     p.set_defaults(func=run_bench)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Build the argument parser with every subcommand."""
+    parser = argparse.ArgumentParser(prog="aebonet", description="AE-BoNet bone age estimation: data, training, evaluation.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in (add_phantom, add_prepare, add_pretrain, add_train, add_evaluate, add_predict, add_demo, add_report, add_experiment, add_bench):
+        add(sub)
     return parser
 
 
