@@ -862,7 +862,7 @@ def estimate_schedule(training: list[dict], flops: dict[str, int]) -> dict:
     gpu = measured_basis(training, "GPU", "bf16")
     rows = peak_estimates(gpu, phase_flops)
     if gpu:
-        rows.insert(0, measured_estimate(gpu, phase_flops, f"this GPU ({gpu['autoencoder']['device'][5:]})"))
+        rows.insert(0, measured_estimate(gpu, phase_flops, f"the measured GPU ({gpu['autoencoder']['device'][5:]})"))
     cpu = measured_basis(training, "CPU", None)
     if cpu:
         rows.append(measured_estimate(cpu, phase_flops, "this CPU"))
