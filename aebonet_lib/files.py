@@ -9,6 +9,8 @@ import tempfile
 from pathlib import Path
 from typing import IO, Any, Iterator
 
+import pandas as pd
+
 from .errors import AebonetError
 
 
@@ -82,3 +84,13 @@ def require_empty_dir(path: str | os.PathLike, option: str = "--out") -> Path:
     if path.is_dir() and any(path.iterdir()):
         raise AebonetError(f"{option} {path}: folder exists and is not empty; choose a new folder or empty it first")
     return path
+
+
+def read_table(table: str | os.PathLike | pd.DataFrame, hint: str) -> pd.DataFrame:
+    """Return a table given as a DataFrame or a CSV path; a missing file is an error that says `hint`."""
+    if isinstance(table, pd.DataFrame):
+        return table
+    path = Path(table)
+    if not path.is_file():
+        raise AebonetError(f"{path}: file not found; {hint}")
+    return pd.read_csv(path)

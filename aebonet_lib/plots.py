@@ -19,7 +19,7 @@ from matplotlib.figure import Figure
 
 from . import metrics
 from .errors import AebonetError
-from .files import atomic_path
+from .files import atomic_path, read_table
 
 SEX_COLORS = {"girls": "#d6604d", "boys": "#4393c3", "unknown": "#7f7f7f"}
 ARM_COLORS = {"pretrained": "#1b7837", "scratch": "#762a83"}
@@ -46,16 +46,6 @@ def save_figure(fig: Figure, path: str | os.PathLike) -> Path:
     return path
 
 
-def read_history(history: str | os.PathLike | pd.DataFrame) -> pd.DataFrame:
-    """Return a Keras CSVLogger history (a path or a DataFrame) as a DataFrame."""
-    if isinstance(history, pd.DataFrame):
-        return history
-    path = Path(history)
-    if not path.is_file():
-        raise AebonetError(f"history {path}: file not found; give RUN/history.csv written during training")
-    return pd.read_csv(path)
-
-
 def history_metrics(history: pd.DataFrame) -> list[str]:
     """Return the training metric names in a history (loss first), each with or without a val_ twin."""
     names = [c for c in history.columns if not c.startswith("val_") and c not in NOT_METRICS]
@@ -71,7 +61,7 @@ def plot_history(history: str | os.PathLike | pd.DataFrame, stage_ends: list[int
     the loss is drawn on a log scale. `stage_ends` marks the end of each pretraining stage.
     """
     set_style()
-    history = read_history(history)
+    history = read_table(history, "give RUN/history.csv written during training")
     names = history_metrics(history)
     epochs = history["epoch"] + 1 if "epoch" in history else np.arange(1, len(history) + 1)
     fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 3.4), squeeze=False)

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import AebonetError
-from .files import atomic_write, read_json
+from .files import atomic_write, read_json, read_table
 
 PAPER = "Sirati-Amsheh, Shabaninia & Chaparian, J Biomed Phys Eng 2025, doi:10.31661/jbpe.v0i0.2304-1609"
 PAPER_URL = "https://jbpe.sums.ac.ir/article_49723.html"
@@ -152,16 +152,6 @@ def table5(our_results: pd.DataFrame | None = None) -> pd.DataFrame:
     return table.reindex(columns=["image_size", "method", *columns]).fillna({"note": ""}).set_index(["image_size", "method"])
 
 
-def read_table(table: str | os.PathLike | pd.DataFrame, what: str) -> pd.DataFrame:
-    """Return a DataFrame given as itself or as a CSV path, with a clear error when the file is missing."""
-    if isinstance(table, pd.DataFrame):
-        return table
-    path = Path(table)
-    if not path.is_file():
-        raise AebonetError(f"{what} {path}: file not found; give the stages.csv written by `aebonet pretrain`")
-    return pd.read_csv(path)
-
-
 def paper_table2() -> pd.DataFrame:
     """Return the paper's Table 2 skeleton: the five stages and their epochs; loss and metric not available."""
     return pd.DataFrame({
@@ -174,7 +164,7 @@ def table2(stages: str | os.PathLike | pd.DataFrame | None = None) -> pd.DataFra
     """Return Table 2, autoencoder training stages (numbered from 1): the paper's rows beside ours (chapter 3)."""
     table = paper_table2()
     if stages is not None:
-        ours = read_table(stages, "stages")
+        ours = read_table(stages, "give the stages.csv written by `aebonet pretrain`")
         require_columns(ours, ["stage"], "stages")
         ours = ours.rename(columns=lambda c: c if c == "stage" else f"ours_{c}")
         table = table.merge(ours, on="stage", how="outer")

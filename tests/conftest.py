@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Iterator
 
 import cv2
 import numpy as np
@@ -18,6 +19,15 @@ def tmp_cache(tmp_path, monkeypatch) -> Path:
     root = tmp_path / "aebonet-cache"
     monkeypatch.setenv("AEBONET_CACHE", str(root))
     return root
+
+
+@pytest.fixture(scope="module")
+def module_cache(tmp_path_factory) -> Iterator[Path]:
+    """Point $AEBONET_CACHE at one temporary folder for a whole test module (runs there are shared)."""
+    root = tmp_path_factory.mktemp("cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("AEBONET_CACHE", str(root))
+        yield root
 
 
 def blob_image(height: int, width: int, seed: int = 0) -> np.ndarray:

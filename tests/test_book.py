@@ -12,6 +12,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
+from markdown_it import MarkdownIt
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
@@ -123,12 +124,31 @@ def test_every_chapter_has_setup_cell_objectives_and_exercises():
         assert "student-stub" in text, f"{source.name}: needs a coding exercise with a student stub"
 
 
+def exercise_labels(text: str) -> list[str]:
+    """Return the labels of the {exercise} directives that MyST parses in a chapter, in order."""
+    fences = MarkdownIt("commonmark").parse(text)
+    return [line for token in fences if token.type == "fence" and token.info.strip() == "{exercise}"
+            for line in token.content.splitlines() if line.startswith(":label:")]
+
+
 def test_student_edition_drops_solutions_and_keeps_stubs(tmp_path):
     out = book.write_student_sources(tmp_path / "student")
     for source in book.chapter_sources()[1:]:
         text = (out / source.relative_to(ROOT)).read_text()
         assert "{solution-start}" not in text and "{solution-end}" not in text
+        assert exercise_labels(text) == exercise_labels(source.read_text()), f"{source.name}: lost an exercise"
+        assert "{glue" not in text, f"{source.name}: a glue role in the unexecuted student edition"
         assert "NotImplementedError(\"Student exercise" in text, f"{source.name}: no stub in the student edition"
         assert ":tags: [student-stub]" in text
     config = (out / "_config.yml").read_text()
     assert "hide_solutions: true" in config
+
+
+def test_student_edition_builds_strictly(tmp_path):
+    out = book.write_student_sources(tmp_path / "student")
+    jupyter_book = Path(sys.executable).with_name("jupyter-book")
+    cmd = [str(jupyter_book), "build", str(out), "--path-output", str(tmp_path / "html"), "-W", "-n", "--keep-going"]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    assert proc.returncode == 0, f"student edition build failed:\n{(proc.stdout + proc.stderr)[-3000:]}"
+    page = (tmp_path / "html" / "_build" / "html" / "book" / "ch4_regression.html").read_text()
+    assert "Student exercise" in page and "regression-ex4" in page

@@ -19,27 +19,16 @@ REPO = Path(__file__).resolve().parents[1]
 TINY = ["--data", "phantom:60", "--size", "32", "--width", "0.125"]
 
 
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory) -> Path:
-    """Return a temporary cache root shared by this file's tests."""
-    return tmp_path_factory.mktemp("cache")
-
-
-@pytest.fixture(autouse=True)
-def use_cache(cache, monkeypatch):
-    """Point $AEBONET_CACHE at the temporary cache root."""
-    monkeypatch.setenv("AEBONET_CACHE", str(cache))
+pytestmark = pytest.mark.usefixtures("module_cache")
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory, cache) -> Path:
+def runs(tmp_path_factory, module_cache) -> Path:
     """Return a folder with a pretraining run (ae) and an AE-BoNet run (reg) made through the CLI."""
     runs = tmp_path_factory.mktemp("runs")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("AEBONET_CACHE", str(cache))
-        assert main(["pretrain", *TINY, "--epochs", "2", "--out", str(runs / "ae")]) == 0
-        assert main(["train", *TINY, "--epochs", "1", "--encoder", str(runs / "ae" / "encoder.keras"),
-                     "--out", str(runs / "reg")]) == 0
+    assert main(["pretrain", *TINY, "--epochs", "2", "--out", str(runs / "ae")]) == 0
+    assert main(["train", *TINY, "--epochs", "1", "--encoder", str(runs / "ae" / "encoder.keras"),
+                 "--out", str(runs / "reg")]) == 0
     return runs
 
 
@@ -59,8 +48,8 @@ def test_evaluate_prints_mae_and_mse_with_intervals(runs, capsys):
     assert f"{metrics['mae']:.2f}" in out
 
 
-def test_predict_prints_csv_and_writes_it_with_out(runs, cache, capsys, tmp_path):
-    images = sorted(next(cache.rglob("boneage-training-dataset")).glob("*.png"))[:3]
+def test_predict_prints_csv_and_writes_it_with_out(runs, module_cache, capsys, tmp_path):
+    images = sorted(next(module_cache.rglob("boneage-training-dataset")).glob("*.png"))[:3]
     model = str(runs / "reg" / "model.keras")
     assert main(["predict", "--model", model, *map(str, images)]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
@@ -107,10 +96,10 @@ def wait_for(path: Path, process: subprocess.Popen, timeout: float = 240) -> Non
         time.sleep(0.05)
 
 
-def test_resume_after_sigkill_finishes_without_starting_over(tmp_path, cache):
+def test_resume_after_sigkill_finishes_without_starting_over(tmp_path, module_cache):
     run_dir = tmp_path / "killed"
     command = [sys.executable, "-m", "aebonet_lib.cli", "pretrain", *TINY, "--epochs", "12", "--out", str(run_dir)]
-    env = {**os.environ, "AEBONET_CACHE": str(cache), "TF_CPP_MIN_LOG_LEVEL": "2"}
+    env = {**os.environ, "AEBONET_CACHE": str(module_cache), "TF_CPP_MIN_LOG_LEVEL": "2"}
     process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         wait_for(run_dir / "checkpoint" / "state.json", process)

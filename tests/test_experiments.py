@@ -29,16 +29,7 @@ def ids(path: Path) -> list[str]:
     return path.read_text().split()
 
 
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory) -> Path:
-    """Return a temporary cache root shared by this file's tests."""
-    return tmp_path_factory.mktemp("cache")
-
-
-@pytest.fixture(autouse=True)
-def use_cache(cache, monkeypatch):
-    """Point $AEBONET_CACHE at the temporary cache root, so that nothing touches the real one."""
-    monkeypatch.setenv("AEBONET_CACHE", str(cache))
+pytestmark = pytest.mark.usefixtures("module_cache")
 
 
 @pytest.fixture(scope="module")
@@ -48,11 +39,11 @@ def config():
 
 
 @pytest.fixture(scope="module")
-def label_experiment(tmp_path_factory, cache, config) -> tuple[pd.DataFrame, Path]:
+def label_experiment(tmp_path_factory, module_cache, config) -> tuple[pd.DataFrame, Path]:
     """Run the label-efficiency experiment on 120 phantom images, 2 fractions, 1 seed; return its table and folder."""
     out = tmp_path_factory.mktemp("labels") / "exp"
     table = experiments.label_efficiency(TINY_DATA, config=config, fractions=FRACTIONS, num_seeds=1, steps=STEPS,
-                                         pretrain_epochs=2, out_dir=out, cache_root=cache, n_boot=200, progress=False)
+                                         pretrain_epochs=2, out_dir=out, cache_root=module_cache, n_boot=200, progress=False)
     return table, out
 
 
@@ -161,9 +152,9 @@ def test_label_efficiency_returns_one_row_per_fraction_and_arm(label_experiment)
     assert (table.beats_mean_predictor == (table.ci_high < table.mean_predictor_mae)).all()
 
 
-def test_the_mean_predictor_floor_is_the_training_mean_on_the_test_images(label_experiment, cache, config):
+def test_the_mean_predictor_floor_is_the_training_mean_on_the_test_images(label_experiment, module_cache, config):
     table, out = label_experiment
-    data = load_data(TINY_DATA, 32, split=config.split, cache_root=cache, progress=False)
+    data = load_data(TINY_DATA, 32, split=config.split, cache_root=module_cache, progress=False)
     y_train, y_test = (data.y[data.splits[name]] for name in ("train", "test"))
     assert table.loc[(1.0, "scratch"), "mean_predictor_mae"] == pytest.approx(np.mean(np.abs(y_test - y_train.mean())))
 
@@ -206,24 +197,24 @@ def test_both_arms_see_the_same_labels_and_the_same_test_images(label_experiment
     assert subsets[0.25] <= subsets[1.0]
 
 
-def test_label_efficiency_refuses_bad_folders(label_experiment, cache, config):
+def test_label_efficiency_refuses_bad_folders(label_experiment, module_cache, config):
     _, out = label_experiment
     with pytest.raises(AebonetError, match="not empty.*resume"):
-        experiments.label_efficiency(TINY_DATA, config=config, out_dir=out, cache_root=cache, progress=False)
+        experiments.label_efficiency(TINY_DATA, config=config, out_dir=out, cache_root=module_cache, progress=False)
     wider = config.replace(width=0.25)
     with pytest.raises(AebonetError, match="width 0.125"):
         experiments.label_efficiency(TINY_DATA, config=wider, fractions=(1.0,), pretrain_run=out / "runs" / "pretrain",
-                                     cache_root=cache, progress=False)
+                                     cache_root=module_cache, progress=False)
 
 
 # The other two experiments
 
 
-def test_sex_input_experiment(label_experiment, tmp_path, cache, config):
+def test_sex_input_experiment(label_experiment, tmp_path, module_cache, config):
     pretrain = label_experiment[1] / "runs" / "pretrain"
     out = tmp_path / "sex"
     table = experiments.sex_input_experiment(TINY_DATA, config=config, num_seeds=1, num_epochs=1, pretrain_run=pretrain,
-                                             out_dir=out, cache_root=cache, n_boot=100, progress=False)
+                                             out_dir=out, cache_root=module_cache, n_boot=100, progress=False)
     assert list(table.index) == ["without sex", "with sex"]
     assert np.isnan(table.loc["without sex", "difference"])
     assert table.loc["with sex", "difference"] == pytest.approx(table.loc["with sex", "mae"] - table.loc["without sex", "mae"])
@@ -234,11 +225,11 @@ def test_sex_input_experiment(label_experiment, tmp_path, cache, config):
     assert records["with-sex"]["encoder"] == records["without-sex"]["encoder"] == str(pretrain / "encoder.keras")
 
 
-def test_decoder_experiment(tmp_path, cache, config):
+def test_decoder_experiment(tmp_path, module_cache, config):
     out = tmp_path / "decoder"
     table = experiments.decoder_experiment(TINY_DATA, config=config, decoders=("transpose",), stage_cuts=(1, 2),
                                            num_seeds=1, num_epochs=1, pretrain_epochs=2, out_dir=out,
-                                           cache_root=cache, n_boot=100, progress=False)
+                                           cache_root=module_cache, n_boot=100, progress=False)
     assert list(table.index) == ["scratch", "transpose, 1 epoch", "transpose, 2 epochs"]
     assert list(table.pretrain_epochs) == [0, 1, 2]
     assert table.val_psnr.iloc[1:].notna().all() and np.isnan(table.loc["scratch", "val_psnr"])
@@ -252,7 +243,7 @@ def test_decoder_experiment(tmp_path, cache, config):
         assert len(pd.read_csv(run / "history.csv")) == epochs
     with pytest.raises(AebonetError, match="stage cut 3"):
         experiments.decoder_experiment(TINY_DATA, config=config, decoders=("transpose",), stage_cuts=(3,),
-                                       pretrain_epochs=2, cache_root=cache, progress=False)
+                                       pretrain_epochs=2, cache_root=module_cache, progress=False)
 
 
 # The command line

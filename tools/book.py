@@ -24,7 +24,10 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 INSTALL_LINE = re.compile(r'(%pip install -q "aebonet-lib @ git\+)([^"@]+)(@[^"]*")')
-SOLUTION_BLOCK = re.compile(r"^(`{3,}|:{3,})\{solution-start\}.*?^\1\{solution-end\}[^\n]*\n", re.M | re.S)
+# A solution from its {solution-start} fence to the closing fence of its {solution-end} directive.
+SOLUTION_BLOCK = re.compile(r"^(`{3,}|:{3,})\{solution-start\}.*?^\1\{solution-end\}[^\n]*\n(?:\1[ \t]*\n)?", re.M | re.S)
+# A {glue} role: its value exists only in an executed notebook, and the student edition is not executed.
+GLUE_ROLE = re.compile(r"\{glue(?::\w+)?\}`[^`]+`")
 STUDENT_STUB_TAG = "student-stub"
 
 
@@ -95,6 +98,7 @@ def drift() -> list[str]:
 def student_text(text: str) -> str:
     """Return a chapter's source with the solutions cut out and the exercise stubs shown."""
     text = SOLUTION_BLOCK.sub("", text)
+    text = GLUE_ROLE.sub("*(computed when you run this chapter)*", text)
     return text.replace(f":tags: [remove-cell, {STUDENT_STUB_TAG}]", f":tags: [{STUDENT_STUB_TAG}]")
 
 
