@@ -68,6 +68,23 @@ def format_ci(value: float, low: float, high: float, digits: int = 1) -> str:
     return f"{value:.{digits}f} ({low:.{digits}f}{between}{high:.{digits}f})"
 
 
+def experiment_table(table: pd.DataFrame, baseline: str) -> pd.DataFrame:
+    """Return an experiment's table in words: each arm's MAE and its paired difference from `baseline`."""
+    rows = table.reset_index()
+    if "fraction" in rows.columns:
+        rows["labels used"] = [f"{f:.0%}" for f in rows.fraction]
+    keys = [c for c in ("labels used", "arm") if c in rows.columns]
+    shown = pd.DataFrame({
+        **({"labels": rows.n_labels} if "n_labels" in rows.columns else {}),
+        "MAE, months (95% CI)": [format_ci(r.mae, r.ci_low, r.ci_high) for r in rows.itertuples()],
+        f"minus {baseline} (95% CI)": [format_ci(r.difference, r.difference_ci_low, r.difference_ci_high)
+                                       for r in rows.itertuples()],
+        "p": ["" if np.isnan(p) else f"{p:.3f}" if p >= 0.001 else "<0.001" for p in rows.p_value.astype(float)],
+        "beats the mean": rows.beats_mean_predictor.map({True: "yes", False: "no"}),
+    })
+    return shown.set_index(pd.MultiIndex.from_frame(rows[keys]) if len(keys) > 1 else rows[keys[0]])
+
+
 def in_months(value: float, unit: str) -> float:
     """Return a figure in months, converting from years where needed."""
     return value * 12 if unit == "years" else value

@@ -232,3 +232,13 @@ def test_plans_are_well_formed():
         for case in plan.training:
             case.config()  # every case is a valid recipe
     assert {c.precision for c in bench.make_plan("gpu").training} == {"fp32", "bf16", "fp16"}
+
+
+@pytest.mark.parametrize("name, card", [("h200-keras-jax", "H200"), ("h100-keras-jax", "H100")])
+def test_shipped_gpu_measurements_give_a_schedule(name, card):
+    results = bench.measured_results(name)
+    assert card in results["device"] and bench.published_peak(results["device"])
+    basis = bench.measured_basis(results["training"], "GPU", "bf16")
+    assert basis["autoencoder"]["batch_size"] == 8 and basis["regressor"]["task"] == "regressor"
+    row = bench.measured_estimate(basis, bench.schedule_flops(bench.paper_flops(), get_config("paper")), card)
+    assert 1 < row["total"] < 3  # hours: the paper's schedule on one such card, from its measured rates
