@@ -14,9 +14,12 @@ from pathlib import Path
 
 # CPU flags (as /proc/cpuinfo spells them) that decide how fast the arithmetic of training can be.
 CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16", "amx_int8")
-# Only AMX makes bfloat16 training pay on a CPU. On this course's 2-core AMD EPYC, which has
-# AVX512-BF16 but no AMX, the demo took as much CPU time in bf16 as in fp32 (221 s against
-# 210 s, `aebonet bench --demo fp32 bf16`), so AVX512-BF16 alone does not count.
+# AMX-BF16 makes bfloat16 training pay on a CPU. On this course's 2-core AMD EPYC, which has
+# AVX512-BF16 but no AMX, bf16 trains full-width models at 128-256 px 1.8-2.0x as fast as fp32,
+# but the `cpu` preset that actually runs on a CPU gains nothing (126 against 151 images/s), nor
+# does the demo (2.3 against 2.6 min quiet; 221 against 210 CPU s under load): see
+# benchmarks/results/cpu-epyc-2core-*.md. So AVX512-BF16 alone does not count; pass
+# `--precision bf16` for full-width models on such a CPU.
 BF16_CPU_FLAGS = ("amx_bf16",)
 BF16_GPU_CAPABILITY = (8, 0)  # Ampere (A100) and later: bfloat16 tensor cores
 FP16_GPU_CAPABILITY = (7, 0)  # Volta and Turing: float16 tensor cores only
