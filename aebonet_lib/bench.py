@@ -279,6 +279,7 @@ def measured_results(name: str = "h200-keras-jax") -> dict:
     return read_json(RESULTS / f"{name}.json")
 
 
+@functools.lru_cache(maxsize=1)
 def device_name() -> str:
     """Return where TensorFlow computes: the first GPU's name, or 'CPU'."""
     gpus = hardware.gpu_info()
@@ -749,10 +750,7 @@ def setting_group(row: dict) -> tuple:
 
 def fastest_settings(training: list[dict]) -> list[dict]:
     """Return, for each model and size measured in several settings, the fastest and its speed-up over fp32 without XLA."""
-    groups: dict[tuple, list[dict]] = {}
-    for row in ok_rows(training):
-        groups.setdefault(setting_group(row), []).append(row)
-    return [fastest_in(rows) for rows in groups.values() if len(rows) > 1]
+    return [fastest_in(rows) for rows in groups(ok_rows(training), setting_group) if len(rows) > 1]
 
 
 def fastest_in(rows: list[dict]) -> dict:

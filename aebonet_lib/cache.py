@@ -29,6 +29,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from .data import decode_image, image_problem
+from . import hardware
 from .errors import AebonetError
 from .files import atomic_path, atomic_write, read_json, write_json
 from .preprocess import PreprocessParams, preprocess, to_uint8
@@ -147,11 +148,6 @@ def prepared_files(paths: Sequence[str], params: PreprocessParams, workers: int)
         yield from pool.imap(work, paths, chunksize=max(1, min(16, len(paths) // (8 * workers))))
 
 
-def default_workers() -> int:
-    """Return the number of processes to use: every core this program may run on."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
 def reusable_files(cache_dir: Path, params: PreprocessParams) -> tuple[dict[str, tuple[dict, int]], np.ndarray | None]:
     """Return the previous build's file records (path -> (record, row in images.npy)) and images, if reusable."""
     if not is_cache(cache_dir) or not (cache_dir / IMAGES).is_file():
@@ -248,7 +244,7 @@ def build_cache(table: pd.DataFrame, params: PreprocessParams, cache_dir: str | 
         return open_cache(cache_dir)
     require_cache_folder(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    entries = write_images(table, params, cache_dir, workers or default_workers(), progress)
+    entries = write_images(table, params, cache_dir, workers or hardware.available_cpus(), progress)
     good = [e["problem"] is None for e in entries]
     with atomic_write(cache_dir / TABLE) as f:
         table.loc[good, TABLE_COLUMNS].to_csv(f, index=False)

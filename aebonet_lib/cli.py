@@ -15,6 +15,7 @@ import time
 import traceback
 from pathlib import Path
 
+from .config import DECODERS, PRECISIONS, PRESETS
 from .errors import AebonetError
 
 EPILOG_DATA = "SRC is a dataset folder (Kaggle or official RSNA layout, or a CSV), a cache folder made by `aebonet prepare`, or phantom[:N] for N synthetic radiographs."
@@ -39,10 +40,21 @@ def add_command(sub, name: str, help: str, example: str) -> argparse.ArgumentPar
     )
 
 
+def add_preset_option(p: argparse.ArgumentParser) -> None:
+    """Add --preset, the hyper-parameter preset of config.PRESETS."""
+    p.add_argument("--preset", default="cpu", choices=sorted(PRESETS), help="hyper-parameter preset (default: cpu)")
+
+
+def add_precision_option(p: argparse.ArgumentParser) -> None:
+    """Add --precision, one of config.PRECISIONS."""
+    p.add_argument("--precision", choices=PRECISIONS,
+                   help="numeric precision (default: auto, the fastest this hardware computes well)")
+
+
 def add_training_options(p: argparse.ArgumentParser) -> None:
     """Add the options shared by `pretrain` and `train`."""
     p.add_argument("--data", default="phantom", metavar="SRC", help="dataset (default: phantom). " + EPILOG_DATA)
-    p.add_argument("--preset", default="cpu", choices=["cpu", "paper"], help="hyper-parameter preset (default: cpu)")
+    add_preset_option(p)
     p.add_argument("--out", required=True, type=Path, metavar="RUN", help="run folder to write")
     p.add_argument("--epochs", type=positive_int, help="override the preset's number of epochs")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in RUN")
@@ -50,7 +62,7 @@ def add_training_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--width", type=float, help="override the width multiplier on filter counts")
     p.add_argument("--batch-size", type=positive_int, help="override the batch size")
     p.add_argument("--seed", type=int, help="random seed (default: the preset's)")
-    p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], help="numeric precision (default: auto, the fastest this hardware computes well)")
+    add_precision_option(p)
     p.add_argument("--jit", action="store_true", help="compile with XLA")
     p.add_argument("--distribute", choices=["none", "mirrored", "multiworker"], default="none",
                    help="tf.distribute strategy (default: none)")
@@ -97,7 +109,7 @@ def add_pretrain(sub) -> None:
     p = add_command(sub, "pretrain", "train the autoencoder without labels, in stages",
                     "aebonet pretrain --data phantom --preset cpu --out runs/ae")
     add_training_options(p)
-    p.add_argument("--decoder", choices=["upsample_conv", "conv_upsample", "transpose"], help="decoder variant")
+    p.add_argument("--decoder", choices=DECODERS, help="decoder variant")
     p.set_defaults(func=run_pretrain)
 
 
@@ -146,7 +158,7 @@ def add_demo(sub) -> None:
                     "aebonet demo --out runs/demo")
     p.add_argument("--out", type=Path, default=Path("runs/demo"), help="folder for the runs (default runs/demo)")
     p.add_argument("--seed", type=int, default=0, help="random seed")
-    p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], help="numeric precision (default: auto, the fastest this hardware computes well)")
+    add_precision_option(p)
     p.add_argument("--resume", action="store_true", help="continue an interrupted demo in --out")
     p.set_defaults(func=run_demo)
 
@@ -166,7 +178,7 @@ def add_experiment(sub) -> None:
                     "aebonet experiment label-efficiency --data phantom --preset cpu --out exp/labels")
     p.add_argument("name", choices=["label-efficiency", "sex-input", "decoder"], help="which experiment")
     p.add_argument("--data", default="phantom", metavar="SRC", help="dataset (default: phantom). " + EPILOG_DATA)
-    p.add_argument("--preset", default="cpu", choices=["cpu", "paper"], help="hyper-parameter preset (default: cpu)")
+    add_preset_option(p)
     p.add_argument("--out", required=True, type=Path, metavar="DIR", help="folder to write")
     p.add_argument("--seeds", type=positive_int, help="number of seeds (default: the experiment's)")
     p.add_argument("--fractions", type=fraction_list, metavar="F,F,...",
@@ -400,7 +412,7 @@ def run_bench(args: argparse.Namespace) -> int:
     return 0
 
 
-TENSORFLOW_COMMANDS = ("pretrain", "train", "evaluate", "predict", "demo", "report", "experiment", "bench")
+TENSORFLOW_COMMANDS = ("pretrain", "train", "evaluate", "predict", "demo", "experiment", "bench")
 
 
 def import_tensorflow_quietly() -> None:

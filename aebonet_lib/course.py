@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import os
+import textwrap
 from pathlib import Path
 
 from .cache import cache_root
@@ -34,3 +35,9 @@ def runs_dir(source: str, config: Config) -> Path:
     """Return the folder where the chapters keep trained runs for this data and preset."""
     root = Path(os.environ["AEBONET_RUNS"]) if os.environ.get("AEBONET_RUNS") else cache_root() / "runs"
     return root / f"{data_tag(source)}-{config.name}"
+
+
+def print_wrapped(text, width: int = 78) -> None:
+    """Print text with its long lines wrapped (continuations indented), so that long messages fit the page."""
+    for line in str(text).splitlines():
+        print(textwrap.fill(line, width, subsequent_indent="      "))

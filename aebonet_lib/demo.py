@@ -17,6 +17,7 @@ from .config import get_config
 from .data import BoneAgeData, load_data
 from .files import atomic_write, require_empty_dir
 from .predict import evaluate
+from .tables import format_ci
 
 
 def mean_baseline(data: BoneAgeData, n_boot: int = 2000, seed: int = 0) -> dict:
@@ -37,8 +38,8 @@ def comparison_table(results: dict[str, dict]) -> pd.DataFrame:
 def format_comparison(table: pd.DataFrame) -> str:
     """Return the comparison as text: MAE and MSE, each with its interval, such as '7.9 (7.1-8.8)'."""
     shown = pd.DataFrame({
-        "test MAE, months (95% CI)": [f"{r.mae:.1f} ({r.mae_low:.1f}-{r.mae_high:.1f})" for r in table.itertuples()],
-        "test MSE, months^2 (95% CI)": [f"{r.mse:.0f} ({r.mse_low:.0f}-{r.mse_high:.0f})" for r in table.itertuples()],
+        "test MAE, months (95% CI)": [format_ci(r.mae, r.mae_low, r.mae_high) for r in table.itertuples()],
+        "test MSE, months^2 (95% CI)": [format_ci(r.mse, r.mse_low, r.mse_high, digits=0) for r in table.itertuples()],
         "n": table["n"].to_numpy(),
     }, index=table.index)
     return shown.to_string()

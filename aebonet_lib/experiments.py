@@ -37,7 +37,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from tqdm.auto import tqdm
 
-from . import metrics, plots, predict, splits, tables, training
+from . import metrics, plots, predict, tables, training
 from .config import DECODERS, Config, get_config
 from .data import BoneAgeData, load_data
 from .errors import AebonetError
@@ -141,11 +141,6 @@ def check_same_architecture(saved: Config, config: Config, run_dir: Path) -> Non
                            "preset, or another folder to pretrain in")
 
 
-def with_run_splits(data: BoneAgeData, run_dir: Path) -> BoneAgeData:
-    """Return the data with the split saved in a run folder, so that its test images were never trained on."""
-    return dataclasses.replace(data, splits=splits.load_splits(run_dir, data.ids))
-
-
 def pretrain_folder(pretrain_run: str | Path | None, folder: Path) -> Path:
     """Return the pretraining run to use: the one given, or runs/pretrain in the experiment's folder."""
     return Path(pretrain_run) if pretrain_run else folder / "runs" / "pretrain"
@@ -163,7 +158,7 @@ def pretrained_encoder(data: BoneAgeData, config: Config, run_dir: str | Path, n
     if training.has_run(run_dir):
         check_same_architecture(training.saved_config(run_dir), config, run_dir)
     training.pretrain(data, config, run_dir, num_epochs=num_epochs, resume=True, progress=progress)
-    return run_dir / "encoder.keras", with_run_splits(data, run_dir)
+    return run_dir / "encoder.keras", training.use_run_splits(data, run_dir)
 
 
 # Fine-tuning on a subset of the labels

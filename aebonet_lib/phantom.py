@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from . import files
+from . import files, hardware
 from .errors import AebonetError
 
 # ---------------------------------------------------------------------------------------
@@ -952,11 +952,6 @@ def dataset_plan(n: int, seed: int, age_range: tuple[float, float], label_noise_
     return ages, males, add_label_noise(ages, label_noise_sd, stream(seed, 1))
 
 
-def available_cpus() -> int:
-    """Return the number of CPU cores this process may use."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
 def start_worker() -> None:
     """Set up a worker process: one OpenCV thread (the workers already use every core), Ctrl-C left to the parent."""
     cv2.setNumThreads(1)
@@ -967,7 +962,7 @@ def choose_workers(workers: int | None, n: int, shape: tuple[int, int]) -> int:
     """Return how many processes to render with: `workers` (None: all cores), or 1 for a small job."""
     if n * shape[0] * shape[1] < PARALLEL_MIN_PIXELS:
         return 1
-    return available_cpus() if workers is None else int(workers)
+    return hardware.available_cpus() if workers is None else int(workers)
 
 
 def run_jobs(function, jobs: list, workers: int, progress: bool) -> Iterator:

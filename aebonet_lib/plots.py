@@ -85,8 +85,8 @@ def draw_curves(ax, epochs, history: pd.DataFrame, name: str) -> None:
 
 def mae_title(y, y_hat) -> str:
     """Return "MAE 8.1 months (95 % CI 7.2-9.0), n = 200" for a title."""
-    low, high = metrics.bootstrap_ci(y, y_hat)
-    return f"MAE {metrics.mae(y, y_hat):.1f} months (95 % CI {low:.1f}-{high:.1f}), n = {len(y)}"
+    row = metrics.mae_with_ci(y, y_hat)
+    return f"MAE {row['mae']:.1f} months (95 % CI {row['ci_low']:.1f}-{row['ci_high']:.1f}), n = {row['n']}"
 
 
 def plot_predictions(y, y_hat, male=None) -> Figure:

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .config import PRESETS
 from .errors import AebonetError
 from .files import atomic_write, read_json, read_table
 
@@ -54,8 +55,8 @@ BACKBONE_NAMES = {"aebonet": "AE-BoNet", "mobilenet": "MobileNet", "xception": "
                   "vgg16": "VGG16", "resnet50": "ResNet50", "scratch": "from scratch (control)"}
 PAPER_TABLE5_MAE_256 = {"AE-BoNet": 9.3, "MobileNet": 12.9, "Xception": 16.1, "InceptionV3": 16.1, "VGG16": 19.1}
 
-# Table 2: the autoencoder's five training stages (epochs from the paper; loss and metric not available to us).
-PAPER_STAGE_EPOCHS = (300, 200, 100, 150, 150)
+# Table 2: the autoencoder's five training stages (epochs: config.PRESETS["paper"].ae_stages; loss and metric
+# not available to us).
 
 
 def format_ci(value: float, low: float, high: float, digits: int = 1) -> str:
@@ -137,7 +138,7 @@ def paper_table5() -> pd.DataFrame:
     """Return the paper's Table 5 rows: backbone and input size -> MAE in months (NaN where not available)."""
     rows = []
     for size in (256, 450):
-        for name in ("AE-BoNet", "MobileNet", "Xception", "InceptionV3", "VGG16", "ResNet50"):
+        for name in (name for key, name in BACKBONE_NAMES.items() if key != "scratch"):
             mae = PAPER_TABLE5_MAE_256.get(name, np.nan) if size == 256 else np.nan
             rows.append({"method": name, "image_size": size, "paper_mae": mae, "note": NOT_AVAILABLE if np.isnan(mae) else ""})
     return pd.DataFrame(rows)
@@ -171,8 +172,9 @@ def table5(our_results: pd.DataFrame | None = None) -> pd.DataFrame:
 
 def paper_table2() -> pd.DataFrame:
     """Return the paper's Table 2 skeleton: the five stages and their epochs; loss and metric not available."""
+    stages = PRESETS["paper"].ae_stages
     return pd.DataFrame({
-        "stage": range(1, len(PAPER_STAGE_EPOCHS) + 1), "paper_epochs": PAPER_STAGE_EPOCHS,
+        "stage": range(1, len(stages) + 1), "paper_epochs": stages,
         "paper_loss": np.nan, "paper_accuracy": np.nan, "note": NOT_AVAILABLE,
     })
 

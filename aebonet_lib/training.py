@@ -50,7 +50,7 @@ def resolve_precision(config: Config) -> Config:
 def precision_policy(precision: str) -> Iterator[None]:
     """Build models under the dtype policy for `precision` (auto, fp32, bf16, fp16), then restore the previous one."""
     if precision == "auto":
-        precision = resolve_precision(Config(name="auto")).precision
+        precision = best_precision()
     previous = keras.config.dtype_policy()
     keras.config.set_dtype_policy(POLICIES[precision])
     try:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from aebonet_lib import cache, data, phantom
+from aebonet_lib import cache, data, hardware, phantom
 from aebonet_lib.preprocess import PreprocessParams
 
 FULL_SIZE = (2080, 1600)  # height, width of an RSNA radiograph
@@ -79,7 +79,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--read-n", type=int, default=4096, help="cached images per read epoch (default 4096)")
     p.add_argument("--repeats", type=int, default=3, help="repeats per figure (default 3)")
     p.add_argument("--batch-size", type=int, default=64, help="batch size for reading (default 64)")
-    p.add_argument("--workers", type=int, default=cache.default_workers(), help="processes for the cache build")
+    p.add_argument("--workers", type=int, default=hardware.available_cpus(), help="processes for the cache build")
     return p.parse_args()
 
 

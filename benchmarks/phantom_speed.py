@@ -16,7 +16,7 @@ import resource
 import statistics
 import time
 
-from aebonet_lib import phantom
+from aebonet_lib import hardware, phantom
 
 
 def cpu_seconds() -> float:
@@ -39,7 +39,7 @@ def report(label: str, n: int, size, workers: int | None, repeats: int) -> None:
     runs = [measure(n, size, workers, seed) for seed in range(repeats)]
     rate = statistics.median(r for r, _ in runs)
     cpu_ms = statistics.median(c for _, c in runs)
-    cores = workers or phantom.available_cpus()
+    cores = workers or hardware.available_cpus()
     print(f"{label}: {rate:.0f} images/s wall, {cpu_ms:.2f} ms CPU per image, "
           f"{1000 * cores / cpu_ms:.0f} images/s implied on {cores} idle cores "
           f"(n={n}, median of {repeats})", flush=True)
