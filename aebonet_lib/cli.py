@@ -176,9 +176,11 @@ def add_experiment(sub) -> None:
     """Add `aebonet experiment`: run an experiment beyond the paper."""
     p = add_command(sub, "experiment", "run an experiment beyond the paper",
                     "aebonet experiment label-efficiency --data phantom --preset cpu --out exp/labels")
-    p.add_argument("name", choices=["label-efficiency", "sex-input", "decoder"], help="which experiment")
+    p.add_argument("name", choices=["label-efficiency", "sex-input", "decoder", "real"],
+                   help="which experiment (real: the paper's experiment and label efficiency on real radiographs)")
     p.add_argument("--data", default="phantom", metavar="SRC", help="dataset (default: phantom). " + EPILOG_DATA)
-    add_preset_option(p)
+    p.add_argument("--preset", choices=sorted(PRESETS),
+                   help="hyper-parameter preset (default: cpu; rsna-cpu for the real experiment)")
     p.add_argument("--out", required=True, type=Path, metavar="DIR", help="folder to write")
     p.add_argument("--seeds", type=positive_int, help="number of seeds (default: the experiment's)")
     p.add_argument("--fractions", type=fraction_list, metavar="F,F,...",
@@ -298,8 +300,10 @@ def run_train(args: argparse.Namespace) -> int:
                              sex_input=args.sex_input, num_epochs=args.epochs, resume=args.resume,
                              distribute=args.distribute, freeze_epochs=args.freeze_epochs, command=command_line())
     meta = training.read_model_meta(run_dir / "model.keras")
-    print(f"wrote {run_dir / 'model.keras'} "
-          f"(best validation MAE {meta['best_val_mae']:.2f} months at epoch {meta['best_epoch']})")
+    kept = (f"the last epoch, {meta['epochs_done']}" if meta.get("keep") == "last"
+            else f"the best epoch, {meta['best_epoch']}")
+    print(f"wrote {run_dir / 'model.keras'} (kept {kept}; best validation MAE {meta['best_val_mae']:.2f} months "
+          f"at epoch {meta['best_epoch']})")
     return 0
 
 
@@ -361,15 +365,19 @@ def fraction_list(text: str) -> tuple[float, ...]:
     return fractions
 
 
-EXPERIMENT_OPTIONS = {"fractions": ("label-efficiency",), "steps": ("label-efficiency",),
-                      "epochs": ("sex-input", "decoder"), "pretrain": ("label-efficiency", "sex-input")}
+EXPERIMENT_OPTIONS = {"fractions": ("label-efficiency", "real"), "steps": ("label-efficiency",),
+                      "epochs": ("sex-input", "decoder"), "pretrain": ("label-efficiency", "sex-input"),
+                      "pretrain_epochs": ("label-efficiency", "sex-input", "decoder"),
+                      "size": ("label-efficiency", "sex-input", "decoder"),
+                      "width": ("label-efficiency", "sex-input", "decoder")}
 
 
 def check_experiment_options(args: argparse.Namespace) -> None:
     """Refuse an option that the chosen experiment does not take."""
     for option, allowed in EXPERIMENT_OPTIONS.items():
         if getattr(args, option) is not None and args.name not in allowed:
-            raise AebonetError(f"--{option} does not apply to the {args.name} experiment; it is for {' and '.join(allowed)}")
+            raise AebonetError(f"--{option.replace('_', '-')} does not apply to the {args.name} experiment; "
+                               f"it is for {' and '.join(allowed)}")
 
 
 def start_experiment(args: argparse.Namespace):
@@ -377,8 +385,9 @@ def start_experiment(args: argparse.Namespace):
     from . import experiments
     from .config import get_config
 
-    config = get_config(args.preset, image_size=args.size, width=args.width)
-    common = {"source": args.data, "preset": args.preset, "config": config, "num_seeds": args.seeds, "out_dir": args.out,
+    preset = args.preset or "cpu"
+    config = get_config(preset, image_size=args.size, width=args.width)
+    common = {"source": args.data, "preset": preset, "config": config, "num_seeds": args.seeds, "out_dir": args.out,
               "pretrain_epochs": args.pretrain_epochs, "resume": args.resume}
     if args.name == "label-efficiency":
         return experiments.label_efficiency(**common, fractions=args.fractions, steps=args.steps, pretrain_run=args.pretrain)
@@ -393,9 +402,24 @@ def run_experiment(args: argparse.Namespace) -> int:
     from . import experiments
 
     start = time.perf_counter()
+    if args.name == "real":
+        return run_real_experiment(args, start)
     table = start_experiment(args)
     print(experiments.format_table(table))
     print("\n".join(f"wrote {path}" for path in sorted(args.out.iterdir()) if path.is_file()))
+    print(f"runs in {args.out / 'runs'}; {(time.perf_counter() - start) / 60:.1f} minutes")
+    return 0
+
+
+def run_real_experiment(args: argparse.Namespace, start: float) -> int:
+    """Run (or resume) the real-data experiment in --out and print where its runs are."""
+    from . import real
+
+    if args.data == "phantom":
+        raise AebonetError("the real experiment needs real radiographs: give --data with the RSNA folder "
+                           "(such as ../shared/rsna_bone_age_256)")
+    real.real_experiment(args.data, args.out, preset=args.preset or real.PRESET, num_seeds=args.seeds,
+                         fractions=args.fractions, command=command_line())
     print(f"runs in {args.out / 'runs'}; {(time.perf_counter() - start) / 60:.1f} minutes")
     return 0
 

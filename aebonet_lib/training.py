@@ -248,12 +248,26 @@ def truncate_history(path: Path, epochs_done: int) -> None:
         history[history["epoch"] < epochs_done].to_csv(f, index=False)
 
 
-def make_callbacks(run_dir: Path, config: Config, bar: tqdm, stage: int = 1, monitor: str | None = None) -> list:
+def cosine_rate(config: Config, num_epochs: int):
+    """Return epoch -> learning rate, decaying config.reg_lr to near 0 along half a cosine over num_epochs."""
+    return lambda epoch, lr=None: float(config.reg_lr * 0.5 * (1 + np.cos(np.pi * epoch / max(1, num_epochs))))
+
+
+def validation_epochs(config: Config, num_epochs: int, most: int = 20) -> list[int]:
+    """Return the (1-based) epochs to validate: all when val picks the kept epoch, else about `most`, first and last included."""
+    every = 1 if config.keep == "best" else max(1, -(-num_epochs // most))
+    return [e for e in range(1, num_epochs + 1) if e % every == 0 or e in (1, num_epochs)]
+
+
+def make_callbacks(run_dir: Path, config: Config, bar: tqdm, stage: int = 1, monitor: str | None = None,
+                   num_epochs: int | None = None) -> list:
     """Return a run's callbacks: timer, optional LR schedule and early stop, CSV log, checkpoint, TensorBoard, progress.
 
     The training batches come shuffled from tf.data, hence `fit(..., shuffle=False)`.
     """
     callbacks = [EpochTimer()]
+    if monitor and config.lr_schedule == "cosine":
+        callbacks.append(keras.callbacks.LearningRateScheduler(cosine_rate(config, num_epochs or config.reg_num_epochs)))
     if monitor and config.reduce_lr_patience:
         callbacks.append(keras.callbacks.ReduceLROnPlateau(monitor, config.reduce_lr_factor, config.reduce_lr_patience))
     callbacks += [
@@ -557,7 +571,8 @@ def fit_phases(model: keras.Model, data: BoneAgeData, config: Config, run_dir: P
                 continue
             set_backbone_trainable(model, trainable, config, strategy)
             model.fit(train_data, validation_data=val_data, initial_epoch=max(start, done), epochs=end, verbose=0,
-                      shuffle=False, callbacks=make_callbacks(run_dir, config, bar, 1 + int(trainable), "val_mae"))
+                      shuffle=False, validation_freq=validation_epochs(config, record["num_epochs"]),
+                      callbacks=make_callbacks(run_dir, config, bar, 1 + int(trainable), "val_mae", record["num_epochs"]))
             if model.stop_training:  # EarlyStopping ended the run
                 break
 
@@ -565,10 +580,11 @@ def fit_phases(model: keras.Model, data: BoneAgeData, config: Config, run_dir: P
 def finish_train(model: keras.Model, data: BoneAgeData, config: Config, run_dir: Path, record: dict) -> Path:
     """Restore the best validation epoch's weights, save model.keras and model.json, mark the run finished."""
     state = read_state(run_dir)
-    model.load_weights(run_dir / "checkpoint" / state.get("best", state["latest"]))
+    kept = state.get("best", state["latest"]) if config.keep == "best" else state["latest"]
+    model.load_weights(run_dir / "checkpoint" / kept)
     meta = {"kind": "regressor", **data_meta(data, config), "backbone": record["backbone"],
             "sex_input": record["sex_input"], "y_mean": record["y_mean"], "y_std": record["y_std"],
-            "best_epoch": state.get("best_epoch"), "best_val_mae": state.get("best_value"),
+            "best_epoch": state.get("best_epoch"), "best_val_mae": state.get("best_value"), "keep": config.keep,
             "epochs_done": state["epochs_done"]}
     save_model(model, run_dir / "model.keras", meta)
     mark_finished(run_dir)

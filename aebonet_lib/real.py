@@ -1,0 +1,171 @@
+"""The paper's experiment and its central claim on real radiographs (`aebonet experiment real`, chapters 4, 6, 7).
+
+One command trains, in order of importance (so that whatever is cut short still answers
+the first questions): the autoencoder, pretrained once on every training image without
+labels; AE-BoNet and the from-scratch control on all the labels of the paper's split
+(10,088 / 2,323 / 200); both arms again at 5, 10 and 25 % of the labels, for each seed;
+a second seed at 100 %; and AE-BoNet with the sex input and augmentation. Each run is
+tested on the paper's 200 test images and on the 2,323 validation images, which the
+`rsna-cpu` preset never lets steer training (cosine decay, last epoch kept), so that
+they are a second test set large enough to tell methods apart.
+
+Every run resumes: rerun the same command after an interruption and it continues
+where it stopped. `collect` (in `real_results`) turns the run folders into the data
+files the library ships.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import experiments, predict, training
+from .config import Config, get_config
+from .data import BoneAgeData, load_data
+from .errors import AebonetError
+from .files import read_json, write_json
+
+PRESET = "rsna-cpu"
+EVAL_SPLITS = ("test", "val")  # the paper's 200 test images, and the 2,323 validation images as a second test
+
+
+@dataclass(frozen=True)
+class Job:
+    """One fine-tuning run of the real-data experiment."""
+
+    fraction: float  # fraction of the training labels
+    seed: int  # added to the config's seed
+    arm: str  # experiments.PRETRAINED or experiments.SCRATCH
+    sex_input: bool = False
+    augment: bool = False
+
+    @property
+    def name(self) -> str:
+        """Return the run's folder below runs/, such as labels-0.05/seed-1/scratch."""
+        group = "sex-augment" if self.sex_input or self.augment else f"labels-{self.fraction:g}"
+        return f"{group}/seed-{self.seed}/{self.arm}"
+
+
+def plan(fractions: tuple[float, ...], num_seeds: int, extras: bool = True) -> list[Job]:
+    """Return the runs in order of importance: all labels (seed 0), fewer labels by seed, more seeds at 100 %, extras."""
+    arms = (experiments.PRETRAINED, experiments.SCRATCH)
+    full = max(fractions)
+    jobs = [Job(full, 0, arm) for arm in arms]
+    for seed in range(num_seeds):
+        jobs += [Job(f, seed, arm) for f in sorted(fractions) if f != full for arm in arms]
+    jobs += [Job(full, seed, arm) for seed in range(1, num_seeds) for arm in arms]
+    if extras:
+        jobs.append(Job(full, 0, experiments.PRETRAINED, sex_input=True, augment=True))
+    return jobs
+
+
+def dataset_digest(folder: str | Path) -> dict:
+    """Return a SHA-256 over a dataset folder's files (names and bytes, sorted), with their count and size."""
+    folder = Path(folder)
+    digest, count, size = hashlib.sha256(), 0, 0
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        data = path.read_bytes()
+        digest.update(str(path.relative_to(folder)).encode() + b"\0" + data)
+        count, size = count + 1, size + len(data)
+    return {"sha256": digest.hexdigest(), "files": count, "bytes": size}
+
+
+def git_commit() -> str | None:
+    """Return the commit of the checkout the library runs from, or None outside git."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True,
+                             timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def provenance(source: str, config: Config, budget: experiments.Budget, command: str | None) -> dict:
+    """Return what produced the results: command, commit, preset, budget, data checksum and machine."""
+    from .hardware import describe
+
+    return {"command": command or " ".join(sys.argv), "commit": git_commit(), "preset": config.name,
+            "config": config.to_dict(), "budget": dataclasses.asdict(budget), "data": str(Path(source).resolve()),
+            "data_checksum": dataset_digest(source) if Path(source).is_dir() else None, "machine": describe(),
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+
+
+def evaluate_run(run_dir: Path, data: BoneAgeData) -> None:
+    """Test a finished run on each of EVAL_SPLITS (into run_dir/<split>/), unless done."""
+    for split in EVAL_SPLITS:
+        out = run_dir / split
+        if not (out / "metrics.json").is_file():
+            out.mkdir(exist_ok=True)
+            predict.evaluate(run_dir / "model.keras", data, split=split, out_dir=out, progress=False)
+
+
+def run_job(job: Job, data: BoneAgeData, config: Config, budget: experiments.Budget, encoder: Path,
+            runs_dir: Path) -> Path:
+    """Fine-tune one job's arm on its seeded label subset (resuming), then test it; return its run folder."""
+    subset = experiments.label_subset(data.splits["train"], job.fraction, config.seed + job.seed)
+    steps = experiments.run_steps(budget, config, len(data.splits["train"]))
+    num_epochs = experiments.epochs_for_steps(len(subset), config.reg_batch_size, steps, budget.min_epochs)
+    run_dir = runs_dir / job.name
+    job_config = config.replace(seed=config.seed + job.seed, augment=job.augment)
+    backbone = "aebonet" if job.arm == experiments.PRETRAINED else "scratch"
+    start = time.perf_counter()
+    training.train(experiments.with_labels(data, subset), job_config, run_dir, backbone=backbone,
+                   encoder=encoder if backbone == "aebonet" else None, sex_input=job.sex_input,
+                   num_epochs=num_epochs, resume=True, progress=False)
+    evaluate_run(run_dir, data)
+    record_wall_time(run_dir, time.perf_counter() - start)
+    return run_dir
+
+
+def record_wall_time(run_dir: Path, seconds: float) -> None:
+    """Add this session's wall time to run_dir/wall_time.json (a resumed run adds up its sessions)."""
+    path = run_dir / "wall_time.json"
+    previous = read_json(path)["seconds"] if path.is_file() else 0.0
+    write_json(path, {"seconds": round(previous + seconds, 1)})
+
+
+def log(message: str) -> None:
+    """Print a time-stamped line (the experiment runs for an hour or more, often in the background)."""
+    print(f"{time.strftime('%H:%M:%S')} {message}", flush=True)
+
+
+def real_experiment(source: str | os.PathLike, out_dir: str | os.PathLike, preset: str = PRESET,
+                    num_seeds: int | None = None, fractions: tuple[float, ...] | None = None, extras: bool = True,
+                    command: str | None = None, cache_root: str | os.PathLike | None = None) -> Path:
+    """Pretrain, fine-tune both arms at each label fraction and seed, and test every run on test and val; return out_dir.
+
+    `source` is the RSNA folder (Kaggle layout) or a cache of it. Rerun to resume.
+    """
+    out_dir = Path(out_dir)
+    config = get_config(preset)
+    budget = experiments.get_budget(preset, num_seeds=num_seeds, fractions=fractions)
+    if max(budget.fractions) != 1.0:
+        raise AebonetError(f"fractions {budget.fractions}: the real-data experiment needs 1 (all labels) among them")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if not (out_dir / "provenance.json").is_file():
+        write_json(out_dir / "provenance.json", provenance(str(source), config, budget, command))
+    data = load_data(source, config.image_size, seed=config.seed, split=config.split, cache_root=cache_root)
+    log(f"data: {len(data.splits['train'])} / {len(data.splits['val'])} / {len(data.splits['test'])} images")
+    pretrain_dir = out_dir / "runs" / "pretrain"
+    start = time.perf_counter()
+    training.pretrain(data, config, pretrain_dir, resume=True, progress=False)
+    if not (pretrain_dir / "wall_time.json").is_file():
+        record_wall_time(pretrain_dir, time.perf_counter() - start)
+    data = training.use_run_splits(data, pretrain_dir)
+    log(f"pretrained: {pretrain_dir / 'encoder.keras'}")
+    for job in plan(budget.fractions, budget.num_seeds, extras):
+        run_dir = run_job(job, data, config, budget, pretrain_dir / "encoder.keras", out_dir / "runs")
+        mae = {split: read_json(run_dir / split / "metrics.json")["mae"] for split in EVAL_SPLITS}
+        log(f"{job.name}: test MAE {mae['test']:.2f}, val MAE {mae['val']:.2f} months")
+    return out_dir
+
+
+if __name__ == "__main__":  # python -m aebonet_lib.real DATA OUT: the background form of `aebonet experiment real`
+    print(json.dumps({"out": str(real_experiment(sys.argv[1], sys.argv[2], command=" ".join(sys.argv)))}))
