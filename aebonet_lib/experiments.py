@@ -76,6 +76,11 @@ BUDGETS: dict[str, Budget] = {
                   stage_cuts=(1, 2)),
     "paper": Budget(fractions=(0.05, 0.1, 0.25, 0.5, 1.0), num_seeds=3, pretrain_epochs=None, steps=None,
                     min_epochs=10, stage_cuts=(1, 3, 5)),
+    # rsna-cpu: real radiographs on 2 cores (`aebonet experiment real`): four fractions, two seeds,
+    # the preset's 7 staged autoencoder epochs; every run at least 20 epochs and 3,000 steps
+    # (about 2.5 minutes at 5-25 % of the labels, 10 at 100 %).
+    "rsna-cpu": Budget(fractions=(0.05, 0.1, 0.25, 1.0), num_seeds=2, pretrain_epochs=None, steps=3000,
+                       min_epochs=20, stage_cuts=(1, 2)),
 }
 
 
