@@ -26,7 +26,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import experiments, predict, training
+from . import experiments, predict, rsna_results, training
 from .config import Config, get_config
 from .data import BoneAgeData, load_data
 from .errors import AebonetError
@@ -138,14 +138,17 @@ def log(message: str) -> None:
 
 def real_experiment(source: str | os.PathLike, out_dir: str | os.PathLike, preset: str = PRESET,
                     num_seeds: int | None = None, fractions: tuple[float, ...] | None = None, extras: bool = True,
-                    command: str | None = None, cache_root: str | os.PathLike | None = None) -> Path:
-    """Pretrain, fine-tune both arms at each label fraction and seed, and test every run on test and val; return out_dir.
+                    command: str | None = None, cache_root: str | os.PathLike | None = None,
+                    config: Config | None = None, budget: experiments.Budget | None = None) -> Path:
+    """Pretrain, fine-tune both arms at each label fraction and seed, test every run on test and val; return out_dir.
 
-    `source` is the RSNA folder (Kaggle layout) or a cache of it. Rerun to resume.
+    `source` is the RSNA folder (Kaggle layout) or a cache of it. Rerun to resume. The
+    results files (module `rsna_results`) go to out_dir/results. `config` and `budget`
+    replace the preset's (tests use tiny ones).
     """
     out_dir = Path(out_dir)
-    config = get_config(preset)
-    budget = experiments.get_budget(preset, num_seeds=num_seeds, fractions=fractions)
+    config = config or get_config(preset)
+    budget = budget or experiments.get_budget(preset, num_seeds=num_seeds, fractions=fractions)
     if max(budget.fractions) != 1.0:
         raise AebonetError(f"fractions {budget.fractions}: the real-data experiment needs 1 (all labels) among them")
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -164,6 +167,8 @@ def real_experiment(source: str | os.PathLike, out_dir: str | os.PathLike, prese
         run_dir = run_job(job, data, config, budget, pretrain_dir / "encoder.keras", out_dir / "runs")
         mae = {split: read_json(run_dir / split / "metrics.json")["mae"] for split in EVAL_SPLITS}
         log(f"{job.name}: test MAE {mae['test']:.2f}, val MAE {mae['val']:.2f} months")
+    rsna_results.collect(out_dir / "runs", out_dir / "results", read_json(out_dir / "provenance.json"))
+    log(f"results in {out_dir / 'results'}")
     return out_dir
 
 
