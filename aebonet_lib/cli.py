@@ -133,7 +133,8 @@ def add_evaluate(sub) -> None:
     """Add `aebonet evaluate`: measure a model's MAE and MSE with 95% bootstrap intervals."""
     p = add_command(sub, "evaluate", "measure a model's MAE and MSE with 95% bootstrap intervals",
                     "aebonet evaluate --model runs/reg/model.keras --data phantom --split test")
-    p.add_argument("--model", required=True, type=Path, help="model file (RUN/model.keras)")
+    p.add_argument("--model", required=True, type=Path, metavar="MODEL",
+                   help="model file (RUN/model.keras) or the name of a shipped model")
     p.add_argument("--data", default="phantom", metavar="SRC", help="dataset (default: phantom). " + EPILOG_DATA)
     p.add_argument("--split", default="test", choices=["train", "val", "test", "all"], help="which split (default: test)")
     p.add_argument("--out", type=Path, help="folder for metrics.json and predictions.csv (default: the model's folder)")
@@ -145,7 +146,8 @@ def add_predict(sub) -> None:
     """Add `aebonet predict`: predict bone age for radiographs."""
     p = add_command(sub, "predict", "predict bone age for radiographs",
                     "aebonet predict --model runs/reg/model.keras hand.png --sex F")
-    p.add_argument("--model", required=True, type=Path, help="model file (RUN/model.keras)")
+    p.add_argument("--model", required=True, type=Path, metavar="MODEL",
+                   help="model file (RUN/model.keras) or the name of a shipped model")
     p.add_argument("images", nargs="+", type=Path, metavar="IMAGE_OR_DIR", help="image files or folders of images")
     p.add_argument("--sex", choices=["M", "F"], help="the child's sex (needed by models trained with --sex-input)")
     p.add_argument("--out", type=Path, help="write the CSV here instead of printing it")
@@ -308,29 +310,36 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    """Print MAE and MSE with 95% intervals; write metrics.json and predictions.csv."""
-    from . import predict
+    """Print MAE and MSE with 95% intervals, write metrics.json and predictions.csv, warn of flagged images."""
+    from . import predict, trust
 
-    data = predict.load_data_for_model(args.model, args.data, skip_bad=args.skip_bad)
-    result = predict.evaluate(args.model, data, split=args.split, out_dir=args.out)
-    out_dir = args.out or args.model.parent
+    model = predict.resolve_model(args.model)
+    data = predict.load_data_for_model(model, args.data, skip_bad=args.skip_bad)
+    result = predict.evaluate(model, data, split=args.split, out_dir=args.out)
+    out_dir = args.out or model.parent
     print(predict.format_metrics(result))
     print(f"wrote {out_dir / 'metrics.json'} and {out_dir / 'predictions.csv'}")
+    summary = trust.counts_summary(result)
+    if summary:  # one line on stderr: stdout stays the report
+        print(summary, file=sys.stderr)
     return 0
 
 
 def run_predict(args: argparse.Namespace) -> int:
-    """Print (or write with --out) predicted bone ages as CSV."""
-    from . import predict
+    """Print (or write with --out) predicted bone ages and their flags as CSV; warn on stderr of flagged images."""
+    from . import predict, trust
     from .files import atomic_write
 
     table = predict.predict_images(args.model, args.images, sex=args.sex, progress=False)
     if args.out is None:
         print(table.to_csv(index=False), end="")
-        return 0
-    with atomic_write(args.out) as f:
-        table.to_csv(f, index=False)
-    print(f"wrote {len(table)} predictions to {args.out}")
+    else:
+        with atomic_write(args.out) as f:
+            table.to_csv(f, index=False)
+        print(f"wrote {len(table)} predictions to {args.out}")
+    summary = trust.flag_summary(table)
+    if summary:  # one line on stderr: the CSV on stdout stays clean
+        print(summary, file=sys.stderr)
     return 0
 
 

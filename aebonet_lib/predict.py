@@ -2,7 +2,9 @@
 
 Chapter 4 evaluates the models it trains; chapter 6 reads the errors closely.
 A model file (RUN/model.keras) carries its preprocessing in model.json beside it,
-so new images are prepared exactly like the images it was trained on.
+so new images are prepared exactly like the images it was trained on, and its
+calibration in model.trust.json, so every prediction comes with the flags of `trust`.
+A shipped model (aebonet_lib/pretrained/NAME/model.keras) is named by NAME alone.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from . import data as datasets
-from . import metrics, splits
+from . import metrics, splits, trust
 from .config import Config
 from .data import BoneAgeData
 from .errors import AebonetError
@@ -24,6 +26,31 @@ from .preprocess import PreprocessParams, to_uint8
 from .training import load_model, read_model_meta
 
 SPLITS = ("train", "val", "test", "all")
+PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"  # shipped models: pretrained/NAME/model.keras
+
+
+def shipped_models() -> list[str]:
+    """Return the sorted names of the shipped models: the folders of PRETRAINED_DIR that hold model.keras."""
+    if not PRETRAINED_DIR.is_dir():
+        return []
+    return sorted(folder.name for folder in PRETRAINED_DIR.iterdir() if (folder / "model.keras").is_file())
+
+
+def resolve_model(name_or_path: str | Path) -> Path:
+    """Return the model file a --model argument names: an existing path, else a shipped model's name."""
+    path = Path(name_or_path)
+    if path.exists():
+        return path
+    if str(name_or_path) in shipped_models():
+        return PRETRAINED_DIR / str(name_or_path) / "model.keras"
+    shipped = ", ".join(shipped_models()) or "no shipped models"
+    raise AebonetError(f"--model {name_or_path}: file not found, and not the name of a shipped model ({shipped}); "
+                       "give RUN/model.keras written by `aebonet train` or a shipped name")
+
+
+def is_shipped(model_path: Path) -> bool:
+    """Return True when the model file lives among the package's shipped models."""
+    return PRETRAINED_DIR.resolve() in Path(model_path).resolve().parents
 
 
 def load_regressor(model_path: str | Path) -> tuple[keras.Model, dict]:
@@ -44,7 +71,7 @@ def check_regressor(model_path: str | Path) -> dict:
 def load_data_for_model(model_path: str | Path, source: str, skip_bad: bool = False, cache_root=None,
                         progress: bool = True) -> BoneAgeData:
     """Load a dataset with the image size, preprocessing, split fractions and data seed the model was trained with."""
-    meta = check_regressor(model_path)
+    meta = check_regressor(resolve_model(model_path))
     config = Config.from_dict(meta["config"])
     params = PreprocessParams.from_dict(meta["params"])
     seed = meta.get("data", {}).get("seed", config.seed)  # the data's seed, which experiments keep fixed across runs
@@ -84,20 +111,40 @@ def predict_arrays(model: keras.Model, X: np.ndarray, male: np.ndarray | None = 
     return np.concatenate(y_hat) if y_hat else np.zeros(0, np.float32)
 
 
-def prediction_table(ids, y: np.ndarray, y_hat: np.ndarray, male: np.ndarray) -> pd.DataFrame:
-    """Return one row per image: id, true and predicted age in months, and sex (M, F or empty)."""
+def prediction_table(ids, y: np.ndarray, y_hat: np.ndarray, male: np.ndarray,
+                     flags: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Return one row per image: id, true and predicted age in months, sex (M, F or empty), then the `trust` flags.
+
+    With `flags` (from `trust.flag`), `predicted` is the clamped age and `predicted_raw` the network's output.
+    """
     sex = np.where(np.isnan(male), "", np.where(male > 0.5, "M", "F"))
-    return pd.DataFrame({"id": ids, "true": y, "predicted": np.round(y_hat, 2), "sex": sex})
+    predicted = y_hat if flags is None else flags["predicted"].to_numpy()
+    table = pd.DataFrame({"id": ids, "true": y, "predicted": np.round(predicted, 2), "sex": sex})
+    return table if flags is None else add_flags(table, flags)
+
+
+def add_flags(table: pd.DataFrame, flags: pd.DataFrame) -> pd.DataFrame:
+    """Return `table` with the flag columns of `trust.flag` appended (the raw prediction rounded to 0.01 month)."""
+    table = table.assign(**{column: flags[column].to_numpy() for column in trust.FLAG_COLUMNS})
+    table["predicted_raw"] = table["predicted_raw"].round(2)
+    table.attrs = dict(flags.attrs)
+    return table
 
 
 def evaluate(model_path: str | Path, data: BoneAgeData, split: str = "test", out_dir: str | Path | None = None,
              n_boot: int = 2000, seed: int = 0, progress: bool = True) -> dict:
     """Measure a model's MAE and MSE in months, with 95 % bootstrap intervals, on one split (chapter 4).
 
-    Writes metrics.json (mae, mse, rmse, bias, mae_ci95, mse_ci95, n, split, model) and
-    predictions.csv (id, true, predicted, sex) to `out_dir`, by default the model's folder.
-    The split comes from the run folder's saved splits when they match the data's ids.
+    Writes metrics.json (mae, mse, rmse, bias, mae_ci95, mse_ci95, n, split, model, and the
+    `trust` counts: flagged, out_of_range, unlike_training, flag_rate) and predictions.csv
+    (id, true, predicted, sex and the flag columns) to `out_dir`, by default the model's
+    folder. Errors are measured on the prediction clamped to 0-240 months. The split comes
+    from the run folder's saved splits when they match the data's ids.
     """
+    model_path = resolve_model(model_path)
+    if out_dir is None and is_shipped(model_path):
+        raise AebonetError(f"{model_path}: a shipped model; give an output folder (--out) for metrics.json "
+                           "and predictions.csv")
     model, meta = load_regressor(model_path)
     check_same_preprocessing(data, meta, model_path)
     index = split_index(model_path, data, split)
@@ -105,10 +152,13 @@ def evaluate(model_path: str | Path, data: BoneAgeData, split: str = "test", out
     if len(index) == 0 or np.isnan(y).any():
         raise AebonetError(f"split {split!r} of {data.source}: {len(index)} images, {int(np.isnan(y).sum())} without a "
                            "bone age; evaluation needs labelled images")
-    y_hat = predict_arrays(model, data.X[index], male if meta["sex_input"] else None, progress=progress)
-    result = metrics.summarize(y, y_hat, n_boot=n_boot, seed=seed) | {"split": split, "model": str(model_path),
-                                                                      "data": data.source}
-    write_evaluation(Path(out_dir or Path(model_path).parent), result, prediction_table(data.ids[index], y, y_hat, male))
+    X = data.X[index]
+    y_hat = predict_arrays(model, X, male if meta["sex_input"] else None, progress=progress)
+    flags = trust.flag(model_path, X, y_hat, male, model=model)
+    result = (metrics.summarize(y, flags["predicted"].to_numpy(), n_boot=n_boot, seed=seed)
+              | {"split": split, "model": str(model_path), "data": data.source} | trust.flag_counts(flags))
+    write_evaluation(Path(out_dir or Path(model_path).parent), result,
+                     prediction_table(data.ids[index], y, y_hat, male, flags))
     return result
 
 
@@ -155,13 +205,18 @@ def read_inputs(files: list[Path], params: PreprocessParams, progress: bool = Tr
 def predict_images(model_path: str | Path, paths: list, sex: str | None = None, progress: bool = True) -> pd.DataFrame:
     """Estimate bone age for image files and folders of images, prepared as the model's training images (chapter 6).
 
-    `sex` is "M" or "F", needed by a model trained with the sex input. Returns one row
-    per image: file, bone age in months, and the same as years and months.
+    `model_path` is a model file or the name of a shipped model. `sex` is "M" or "F",
+    needed by a model trained with the sex input. Returns one row per image: file, bone
+    age in months (clamped to 0-240) and the same as years and months, then the `trust`
+    flag columns (predicted_raw, out_of_range, ood_score, unlike_training, flagged).
     """
+    model_path = resolve_model(model_path)
     model, meta = load_regressor(model_path)
     files = datasets.list_images(paths)
     male = sex_array(sex, len(files), meta, model_path)
     X = read_inputs(files, PreprocessParams.from_dict(meta["params"]), progress)
-    y_hat = predict_arrays(model, X, male)
-    return pd.DataFrame({"file": [str(f) for f in files], "bone_age_months": np.round(y_hat, 1),
-                         "bone_age": [format_age(m) for m in y_hat]})
+    flags = trust.flag(model_path, X, predict_arrays(model, X, male), male, model=model)
+    y_hat = flags["predicted"].to_numpy()
+    table = pd.DataFrame({"file": [str(f) for f in files], "bone_age_months": np.round(y_hat, 1),
+                          "bone_age": [format_age(m) for m in y_hat]})
+    return add_flags(table, flags)

@@ -228,3 +228,63 @@ def benefit_trend(results: RealResults, split: str = "val", seed: int = 0) -> di
             "smallest_minus_full": float(observed[0] - observed[-1]),
             "smallest_minus_full_ci": list(metrics.percentile_interval(contrast)),
             "fractions": table.fraction.tolist(), "benefits": observed.tolist(), "n": int(benefits.shape[1])}
+
+
+def label_efficiency_long(table: pd.DataFrame) -> pd.DataFrame:
+    """Return the label-efficiency table as one row per (fraction, arm), the form plots.plot_label_efficiency takes."""
+    rows = [{"fraction": r.fraction, "arm": arm, "mae": getattr(r, arm), "ci_low": getattr(r, f"{arm}_ci")[0],
+             "ci_high": getattr(r, f"{arm}_ci")[1]}
+            for r in table.itertuples() for arm in (experiments.PRETRAINED, experiments.SCRATCH)]
+    return pd.DataFrame(rows)
+
+
+def format_mae(row: dict) -> str:
+    """Return "12.3 (11.9-12.8)" from a metrics.summarize result."""
+    low, high = row["mae_ci95"]
+    return f"{row['mae']:.1f} ({low:.1f}-{high:.1f})"
+
+
+def readme_table(results: RealResults) -> str:
+    """Return the README's table: our real-data MAEs (95 % intervals) beside the paper's and the best published."""
+    preset, cpus = results.provenance["config"], results.provenance["machine"]["available_cpus"]
+    ours = (f"{preset['image_size']} px, width {preset['width']:g}, {preset['reg_num_epochs']} epochs, on a {cpus}-core "
+            "CPU; `aebonet experiment real`")
+    n = results.runs.iloc[0]
+    held_out = f"paper's split: {n.test_n} test / {n.val_n:,} validation"
+    lines = ["| method | test images | MAE, months (95 % CI) | source |", "| --- | --- | --- | --- |"]
+    for arm, label in ((experiments.PRETRAINED, "AE-BoNet, this course"), (experiments.SCRATCH, "same network from scratch, this course")):
+        run = main_run(results, arm)
+        lines.append(f"| {label} ({ours}) | {held_out} | "
+                     f"{format_mae(run_metrics(results, run, 'test'))} / {format_mae(run_metrics(results, run, 'val'))} "
+                     "| `aebonet_lib/results/rsna-cpu` |")
+    lines.append(f"| predicting the training mean for every child | {held_out} | "
+                 f"{format_mae(mean_baseline(results, 'test'))} / {format_mae(mean_baseline(results, 'val'))} | same |")
+    lines.append("| AE-BoNet, the paper (256 px, full width, GPU) | 200 drawn from the 12,611 training images | 9.3 "
+                 "| Sirati-Amsheh et al. 2025, Table 5 |")
+    lines.append("| MobileNet (ImageNet), the paper, 256 px | same | 12.9 | Sirati-Amsheh et al. 2025, Table 5 |")
+    lines.append("| RSNA 2017 challenge winner | official test set (200) | 4.2 (MAD) | Halabi et al., Radiology 2019 |")
+    lines.append("| Deeplasia | official test set (200) | 3.87 (MAD) | Rassmann et al., Pediatric Radiology 2024 |")
+    return "\n".join(lines)
+
+
+README_START = "<!-- results-table: written by rsna_results.readme_table; tests/test_readme.py checks it -->\n"
+README_END = "\n<!-- end results-table -->"
+
+
+def readme_section(text: str) -> str:
+    """Return the results table between the README's markers."""
+    if README_START not in text or README_END not in text:
+        raise AebonetError("README.md: the results-table markers are missing; restore them around the table")
+    return text.split(README_START, 1)[1].split(README_END, 1)[0]
+
+
+def update_readme(path: str | Path, results: RealResults | None = None) -> None:
+    """Write the results table (readme_table) between the README's markers (python -m aebonet_lib.rsna_results)."""
+    path = Path(path)
+    text = path.read_text()
+    table = readme_table(results or load())
+    path.write_text(text.replace(README_START + readme_section(text) + README_END, README_START + table + README_END))
+
+
+if __name__ == "__main__":
+    update_readme(Path(__file__).resolve().parents[1] / "README.md")

@@ -578,7 +578,9 @@ def fit_phases(model: keras.Model, data: BoneAgeData, config: Config, run_dir: P
 
 
 def finish_train(model: keras.Model, data: BoneAgeData, config: Config, run_dir: Path, record: dict) -> Path:
-    """Restore the best validation epoch's weights, save model.keras and model.json, mark the run finished."""
+    """Restore the best validation epoch's weights, save model.keras, model.json and model.trust.json, mark it finished."""
+    from . import trust  # imported here: trust loads models with this module's load_model
+
     state = read_state(run_dir)
     kept = state.get("best", state["latest"]) if config.keep == "best" else state["latest"]
     model.load_weights(run_dir / "checkpoint" / kept)
@@ -587,5 +589,6 @@ def finish_train(model: keras.Model, data: BoneAgeData, config: Config, run_dir:
             "best_epoch": state.get("best_epoch"), "best_val_mae": state.get("best_value"), "keep": config.keep,
             "epochs_done": state["epochs_done"]}
     save_model(model, run_dir / "model.keras", meta)
+    trust.calibrate_run(run_dir / "model.keras", data, record["encoder"])
     mark_finished(run_dir)
     return run_dir

@@ -53,7 +53,8 @@ def test_predict_prints_csv_and_writes_it_with_out(runs, module_cache, capsys, t
     model = str(runs / "reg" / "model.keras")
     assert main(["predict", "--model", model, *map(str, images)]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    assert lines[0] == "file,bone_age_months,bone_age" and len(lines) == 4
+    assert lines[0] == ("file,bone_age_months,bone_age,predicted_raw,out_of_range,ood_score,unlike_training,flagged")
+    assert len(lines) == 4
     assert main(["predict", "--model", model, *map(str, images), "--out", str(tmp_path / "ages.csv")]) == 0
     assert len(pd.read_csv(tmp_path / "ages.csv")) == 3
 

@@ -60,7 +60,12 @@ def test_evaluate_writes_metrics_and_predictions(model_path, data):
     saved = read_json(model_path.parent / "metrics.json")
     table = pd.read_csv(model_path.parent / "predictions.csv", dtype={"id": str})
     assert saved["n"] == result["n"] == len(data.splits["test"]) == len(table)
-    assert list(table.columns) == ["id", "true", "predicted", "sex"]
+    assert list(table.columns) == ["id", "true", "predicted", "sex", "predicted_raw", "out_of_range", "ood_score",
+                                   "unlike_training", "flagged"]
+    assert saved["flagged"] == table["flagged"].sum() and saved["flag_rate"] == pytest.approx(table["flagged"].mean())
+    assert saved["out_of_range"] == table["out_of_range"].sum()
+    assert saved["unlike_training"] == table["unlike_training"].sum()
+    assert table["predicted"].between(0, 240).all() and table["ood_score"].notna().all()
     assert set(table["sex"]) <= {"M", "F"}
     assert saved["split"] == "test" and saved["model"] == str(model_path)
     assert saved["mae"] == pytest.approx(np.mean(np.abs(table["true"] - table["predicted"])), abs=0.01)
@@ -94,7 +99,9 @@ def test_predict_images_match_the_evaluation(model_path, data, cache, tmp_path):
     evaluated = pd.read_csv(tmp_path / "predictions.csv", dtype={"id": str})
     files = [phantom_file(cache, i) for i in evaluated["id"][:4]]
     table = predict.predict_images(model_path, files, progress=False)
-    assert list(table.columns) == ["file", "bone_age_months", "bone_age"]
+    assert list(table.columns) == ["file", "bone_age_months", "bone_age", "predicted_raw", "out_of_range", "ood_score",
+                                   "unlike_training", "flagged"]
+    np.testing.assert_allclose(table["ood_score"], evaluated["ood_score"][:4], rtol=0.05)
     np.testing.assert_allclose(table["bone_age_months"], evaluated["predicted"][:4], atol=0.06)
 
 

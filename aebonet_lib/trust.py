@@ -1,0 +1,274 @@
+"""Predictions a user can trust: flag ages outside the possible range and images unlike the training images.
+
+A regressor answers for any image, even a foot, an inverted radiograph or a blank
+one, and its answer looks as confident as any other. Chapter 6 puts two flags beside
+every prediction: `out_of_range` (the age is outside 0-240 months and is reported
+clamped) and `unlike_training` (an out-of-distribution score above the 99th
+percentile of the training images' scores). The scores are calibrated once, at the
+end of training, and saved beside the model as RUN/model.trust.json.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import keras
+import numpy as np
+import pandas as pd
+
+from .data import BoneAgeData
+from .errors import AebonetError
+from .files import atomic_path, read_json, write_json
+from .training import load_model, read_model_meta
+
+AGE_RANGE = (0.0, 240.0)  # months: birth to 20 years, the span of the RSNA labels
+MAX_CALIBRATION_IMAGES = 3000  # training images scored for the calibration, at most
+CALIBRATION_SEED = 0
+STD_FLOOR = 1e-6
+BATCH_SIZE = 64
+METHOD_WORDS = {"reconstruction": "reconstruction error", "features": "feature distance"}
+FLAG_COLUMNS = ("predicted_raw", "out_of_range", "ood_score", "unlike_training", "flagged")
+
+
+# Paths beside the model
+
+
+def trust_path(model_path: str | Path) -> Path:
+    """Return where a model's calibration lives: RUN/model.trust.json."""
+    return Path(model_path).with_suffix(".trust.json")
+
+
+def autoencoder_copy(model_path: str | Path) -> Path:
+    """Return where a model keeps its own copy of the autoencoder: RUN/model.autoencoder.keras."""
+    return Path(model_path).with_suffix(".autoencoder.keras")
+
+
+def read_calibration(model_path: str | Path) -> dict | None:
+    """Return the model's saved calibration, or None when it has none."""
+    path = trust_path(model_path)
+    return read_json(path) if path.is_file() else None
+
+
+# Images in batches
+
+
+def as_batch(X: np.ndarray, image_size: int) -> np.ndarray:
+    """Return images as float32 (N, S, S, 1) in [0, 1], from float (N, S, S[, 1]) or a uint8 cache."""
+    x = np.asarray(X)
+    x = x.astype(np.float32) / 255 if x.dtype == np.uint8 else x.astype(np.float32)
+    x = x[..., None] if x.ndim == 3 else x
+    if x.ndim != 4 or x.shape[1:] != (image_size, image_size, 1):
+        raise AebonetError(f"images of shape {np.shape(X)}: the model reads (N, {image_size}, {image_size}) images; "
+                           "prepare them with the model's preprocessing (predict.load_data_for_model)")
+    return x
+
+
+def batched(function, X: np.ndarray, image_size: int) -> np.ndarray:
+    """Apply `function` (a batch (B, S, S, 1) -> (B,) scores) to X in batches of 64."""
+    scores = [function(as_batch(X[start:start + BATCH_SIZE], image_size)) for start in range(0, len(X), BATCH_SIZE)]
+    return np.concatenate(scores) if scores else np.zeros(0, np.float32)
+
+
+def to_numpy(tensor) -> np.ndarray:
+    """Return a model output as a float32 array (bfloat16 and float16 outputs included)."""
+    return keras.ops.convert_to_numpy(tensor).astype(np.float32)
+
+
+# (a) Reconstruction error of the pretraining autoencoder
+
+
+def reconstruction_errors(autoencoder: keras.Model, X: np.ndarray) -> np.ndarray:
+    """Return each image's mean squared reconstruction error under the autoencoder."""
+    def errors(x):
+        return np.mean((to_numpy(autoencoder(x, training=False)) - x) ** 2, axis=(1, 2, 3))
+    return batched(errors, X, autoencoder.input_shape[1])
+
+
+# (b) Distance from the training images in the regressor's pooled features
+
+
+def image_input(model: keras.Model):
+    """Return the image input of a regressor (its only input, or "image" beside "sex")."""
+    return next(tensor for tensor in model.inputs if len(tensor.shape) == 4)
+
+
+def feature_model(model: keras.Model) -> keras.Model:
+    """Return image -> the regressor's pooled features (layer head_gap), the vector its head reads.
+
+    The sex input joins after the pooling, so the features need the image only.
+    """
+    return keras.Model(image_input(model), model.get_layer("head_gap").output)
+
+
+def pooled_features(model: keras.Model, X: np.ndarray) -> np.ndarray:
+    """Return the regressor's pooled features (N, C) for images X."""
+    features = feature_model(model)
+    batches = [to_numpy(features(as_batch(X[start:start + BATCH_SIZE], features.input_shape[1]), training=False))
+               for start in range(0, len(X), BATCH_SIZE)]
+    return np.concatenate(batches) if batches else np.zeros((0, features.output_shape[-1]), np.float32)
+
+
+def feature_distances(features: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    """Return each image's mean squared z-score of its features against the training images' mean and std.
+
+    A distance from the training distribution in the space the regressor reads: an image
+    whose features sit far from every training image's gives its head an input it never learned.
+    """
+    z = (features - np.asarray(mean, np.float32)) / np.maximum(np.asarray(std, np.float32), STD_FLOOR)
+    return np.mean(z ** 2, axis=1)
+
+
+# Calibration on the training images
+
+
+def sample_index(n: int, most: int | None = None, seed: int = CALIBRATION_SEED) -> np.ndarray:
+    """Return sorted indices of at most `most` (default MAX_CALIBRATION_IMAGES) of n images, drawn with a fixed seed."""
+    most = MAX_CALIBRATION_IMAGES if most is None else most
+    if n <= most:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, most, replace=False))
+
+
+def copy_autoencoder(autoencoder_path: str | Path, model_path: str | Path, image_size: int) -> Path:
+    """Copy a pretraining autoencoder (and its sidecar) beside the model, atomically; return the copy's path."""
+    meta = read_model_meta(autoencoder_path)
+    if meta.get("kind") != "autoencoder" or meta.get("image_size") != image_size:
+        raise AebonetError(f"{autoencoder_path}: not an autoencoder of {image_size} px images (kind "
+                           f"{meta.get('kind')!r}, {meta.get('image_size')} px); give RUN/autoencoder.keras of the "
+                           "pretraining run whose encoder the model uses")
+    target = autoencoder_copy(model_path)
+    with atomic_path(target) as tmp:
+        shutil.copyfile(autoencoder_path, tmp)
+    write_json(target.with_suffix(".json"), meta)
+    return target
+
+
+def calibrate(model_path: str | Path, X_train: np.ndarray, autoencoder_path: str | Path | None = None,
+              male: np.ndarray | None = None, percentile: float = 99.0) -> dict:
+    """Score the training images and save the flagging threshold beside the model as RUN/model.trust.json (chapter 6).
+
+    With `autoencoder_path` the score is the autoencoder's reconstruction error (the
+    autoencoder is copied beside the model, so the run folder is self-contained);
+    without it, the distance from the training images in the regressor's pooled
+    features. At most MAX_CALIBRATION_IMAGES images, drawn with a fixed seed, are
+    scored (`n` in the record). `male` is accepted like predict's, but neither score
+    reads it: the pooled features come before the sex input.
+    """
+    meta = read_model_meta(model_path)
+    X = X_train[sample_index(len(X_train))]
+    record = {"percentile": float(percentile), "n": int(len(X)), "n_train": int(len(X_train)),
+              "seed": CALIBRATION_SEED, "image_size": meta["image_size"]}
+    if autoencoder_path is not None:
+        copy = copy_autoencoder(autoencoder_path, model_path, meta["image_size"])
+        scores = reconstruction_errors(load_model(copy)[0], X)
+        record |= {"method": "reconstruction", "autoencoder": copy.name, "autoencoder_source": str(autoencoder_path)}
+    else:
+        features = pooled_features(load_model(model_path)[0], X)
+        mean, std = features.mean(axis=0), features.std(axis=0)
+        scores = feature_distances(features, mean, std)
+        record |= {"method": "features", "feature_mean": mean.tolist(), "feature_std": std.tolist()}
+    if len(scores) == 0:
+        raise AebonetError(f"{model_path}: no training images to calibrate on; give the run's training split")
+    record["threshold"] = float(np.percentile(scores, percentile))
+    write_json(trust_path(model_path), record)
+    return record
+
+
+def calibrate_run(model_path: str | Path, data: BoneAgeData, encoder_path: str | Path | None = None) -> dict:
+    """Calibrate a training run's model on its train split; by reconstruction when the encoder's autoencoder is at hand.
+
+    An AE-BoNet encoder (PRETRAIN_RUN/encoder.keras) has autoencoder.keras beside it;
+    without one, the features method is used. Only the sampled images are read from the cache.
+    """
+    train = data.splits["train"]
+    train = train[sample_index(len(train))]
+    autoencoder = Path(encoder_path).with_name("autoencoder.keras") if encoder_path else None
+    if autoencoder is not None and not autoencoder.is_file():
+        autoencoder = None
+    return calibrate(model_path, data.X[train], autoencoder, data.male[train])
+
+
+# Scoring and flagging new images
+
+
+def score(model_path: str | Path, X: np.ndarray, male: np.ndarray | None = None,
+          model: keras.Model | None = None) -> np.ndarray | None:
+    """Return the images' out-of-distribution scores under the model's saved calibration, or None without one.
+
+    Pass the loaded regressor as `model` to spare loading it again (features method).
+    """
+    record = read_calibration(model_path)
+    return None if record is None else calibrated_scores(record, model_path, X, model)
+
+
+def calibrated_scores(record: dict, model_path: str | Path, X: np.ndarray, model: keras.Model | None) -> np.ndarray:
+    """Return the images' scores by the method a calibration record names."""
+    if record["method"] == "reconstruction":
+        return reconstruction_errors(load_model(Path(model_path).parent / record["autoencoder"])[0], X)
+    model = model if model is not None else load_model(model_path)[0]
+    return feature_distances(pooled_features(model, X), record["feature_mean"], record["feature_std"])
+
+
+def flag(model_path: str | Path, X: np.ndarray, y_hat: np.ndarray, male: np.ndarray | None = None,
+         model: keras.Model | None = None) -> pd.DataFrame:
+    """Return one row per image: the clamped prediction, the raw one, and the flags (chapter 6).
+
+    Columns: predicted (clamped to AGE_RANGE), predicted_raw, out_of_range, ood_score
+    (NaN without a calibration), unlike_training (False without one), flagged (either flag).
+    The table's attrs["trust"] names the method and percentile, for `flag_summary`.
+    """
+    y_hat = np.asarray(y_hat, np.float64).reshape(-1)
+    record = read_calibration(model_path) or {}
+    scores = calibrated_scores(record, model_path, X, model) if record else None
+    out_of_range = (y_hat < AGE_RANGE[0]) | (y_hat > AGE_RANGE[1]) | ~np.isfinite(y_hat)
+    unlike = np.zeros(len(y_hat), bool) if scores is None else scores > record["threshold"]
+    table = pd.DataFrame({"predicted": np.clip(np.nan_to_num(y_hat, nan=AGE_RANGE[0]), *AGE_RANGE),
+                          "predicted_raw": y_hat, "out_of_range": out_of_range,
+                          "ood_score": np.full(len(y_hat), np.nan) if scores is None else scores,
+                          "unlike_training": unlike, "flagged": out_of_range | unlike})
+    table.attrs["trust"] = {"method": record.get("method"), "percentile": record.get("percentile")}
+    return table
+
+
+def flag_counts(table: pd.DataFrame) -> dict:
+    """Return how many images a flagged table holds, how many are flagged and why, and the flag rate."""
+    n = len(table)
+    info = table.attrs.get("trust", {})
+    return {"n": n, "flagged": int(table["flagged"].sum()), "out_of_range": int(table["out_of_range"].sum()),
+            "unlike_training": int(table["unlike_training"].sum()),
+            "flag_rate": float(table["flagged"].mean()) if n else 0.0,
+            "ood_method": info.get("method"), "ood_percentile": info.get("percentile")}
+
+
+def ordinal(number: float) -> str:
+    """Return a percentile as an ordinal: 99 -> '99th', 95 -> '95th', 91 -> '91st', 99.5 -> '99.5th'."""
+    if number != int(number):
+        return f"{number:g}th"
+    number = int(number)
+    suffix = "th" if 10 <= number % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(number % 10, "th")
+    return f"{number}{suffix}"
+
+
+def counts_summary(counts: dict) -> str | None:
+    """Return the one-line warning for `flag_counts` (or metrics.json) counts, or None when nothing is flagged."""
+    if not counts.get("flagged"):
+        return None
+    reasons = []
+    if counts["out_of_range"]:
+        plural = "s" if counts["out_of_range"] > 1 else ""
+        reasons.append(f"{counts['out_of_range']} prediction{plural} outside "
+                       f"{AGE_RANGE[0]:g}-{AGE_RANGE[1]:g} months (clamped)")
+    if counts["unlike_training"]:
+        words = METHOD_WORDS.get(counts.get("ood_method"), "score")
+        percentile = ordinal(counts.get("ood_percentile") or 99.0)
+        reasons.append(f"{counts['unlike_training']} unlike the training images "
+                       f"({words} above the {percentile} percentile of the training set)")
+    n, flagged = counts["n"], counts["flagged"]
+    return (f"warning: {flagged} of {n} image{'s' if n > 1 else ''} flagged: {', '.join(reasons)}; "
+            "see the flag columns")
+
+
+def flag_summary(table: pd.DataFrame) -> str | None:
+    """Return a one-line warning saying how many images are flagged and why, or None when none is."""
+    return counts_summary(flag_counts(table))
