@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import shutil
 import json
 import os
 import subprocess
@@ -26,11 +27,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import experiments, predict, rsna_results, training
+import numpy as np
+import pandas as pd
+
+from . import experiments, metrics, predict, rsna_results, training, trust
 from .config import Config, get_config
 from .data import BoneAgeData, load_data
 from .errors import AebonetError
-from .files import read_json, write_json
+from .files import atomic_write, read_json, write_json
 
 PRESET = "rsna-cpu"
 EVAL_SPLITS = ("test", "val")  # the paper's 200 test images, and the 2,323 validation images as a second test
@@ -167,9 +171,84 @@ def real_experiment(source: str | os.PathLike, out_dir: str | os.PathLike, prese
         run_dir = run_job(job, data, config, budget, pretrain_dir / "encoder.keras", out_dir / "runs")
         mae = {split: read_json(run_dir / split / "metrics.json")["mae"] for split in EVAL_SPLITS}
         log(f"{job.name}: test MAE {mae['test']:.2f}, val MAE {mae['val']:.2f} months")
+    phantom_model = phantom_run(config, out_dir / "runs" / "phantom", cache_root)
+    log(f"phantom-trained AE-BoNet: {phantom_model}")
     rsna_results.collect(out_dir / "runs", out_dir / "results", read_json(out_dir / "provenance.json"))
+    real_model = out_dir / "runs" / rsna_results.main_run(experiments.PRETRAINED) / "model.keras"
+    ensure_calibrated(real_model, data, pretrain_dir / "encoder.keras")
+    trust_report(real_model, phantom_model, data, config, cache_root, out_dir / "results" / "trust.csv")
     log(f"results in {out_dir / 'results'}")
     return out_dir
+
+
+# A model trained on the phantom, and what each model makes of images unlike its training set
+
+
+def phantom_run(config: Config, runs_dir: Path, cache_root=None) -> Path:
+    """Pretrain and fine-tune AE-BoNet on the phantom (config.phantom_n images) with the real runs' recipe; return its model."""
+    data = load_data("phantom", config.image_size, seed=config.seed, split=config.split, phantom_n=config.phantom_n,
+                     cache_root=cache_root, progress=False)
+    training.pretrain(data, config, runs_dir / "pretrain", resume=True, progress=False)
+    data = training.use_run_splits(data, runs_dir / "pretrain")
+    training.train(data, config, runs_dir / "aebonet", backbone="aebonet", encoder=runs_dir / "pretrain" / "encoder.keras",
+                   resume=True, progress=False)
+    ensure_calibrated(runs_dir / "aebonet" / "model.keras", data, runs_dir / "pretrain" / "encoder.keras")
+    return runs_dir / "aebonet" / "model.keras"
+
+
+def ensure_calibrated(model_path: Path, data: BoneAgeData, encoder: Path | None) -> None:
+    """Calibrate a model's out-of-distribution threshold on its training split unless it has one."""
+    if trust.read_calibration(model_path) is None:
+        trust.calibrate_run(model_path, training.use_run_splits(data, model_path.parent), encoder)
+
+
+def odd_images(X: np.ndarray) -> dict[str, np.ndarray]:
+    """Return what a deployed model may be given instead of a hand radiograph, made from real images X (uint8)."""
+    shape = X.shape
+    return {"blank, black": np.zeros(shape, np.uint8), "blank, grey": np.full(shape, 128, np.uint8),
+            "blank, white": np.full(shape, 255, np.uint8), "inverted": 255 - X,
+            "rotated 90 degrees": np.ascontiguousarray(np.rot90(X, axes=(1, 2)))}
+
+
+def flag_row(model_path: Path, model_name: str, images: str, X: np.ndarray, y: np.ndarray | None = None,
+             y_constant: float | None = None) -> dict:
+    """Return how often a model flags a set of images, its prediction range and, with ages, its MAE beside a constant."""
+    model, meta = predict.load_regressor(model_path)
+    y_hat = predict.predict_arrays(model, X, progress=False)
+    flags = trust.flag(model_path, X, y_hat, model=model)
+    row = {"model": model_name, "images": images, "n": len(X), "unlike_training": flags.unlike_training.mean(),
+           "out_of_range": flags.out_of_range.mean(), "flagged": flags.flagged.mean(),
+           "predicted_min": float(y_hat.min()), "predicted_max": float(y_hat.max()),
+           "method": trust.read_calibration(model_path)["method"]}
+    if y is not None:
+        row |= {"mae": metrics.mae(y, flags.predicted), "constant_mae": metrics.mae(y, np.full(len(y), y_constant))}
+    return row
+
+
+def trust_report(real_model: Path, phantom_model: Path, data: BoneAgeData, config: Config, cache_root,
+                 out_csv: Path, n_odd: int = 500) -> pd.DataFrame:
+    """Measure the flag rates (and MAEs) of the real and the phantom-trained model on real, phantom and odd images."""
+    phantom = load_data("phantom", config.image_size, seed=config.seed, split=config.split,
+                        phantom_n=config.phantom_n, cache_root=cache_root, progress=False)
+    phantom_test = training.use_run_splits(phantom, phantom_model.parent).splits["test"]
+    real_mean = float(np.mean(data.y[data.splits["train"]]))
+    rows = []
+    for split in EVAL_SPLITS:
+        index = data.splits[split]
+        rows.append(flag_row(real_model, "AE-BoNet trained on RSNA", f"RSNA {split} split", data.X[index],
+                             data.y[index], real_mean))
+        rows.append(flag_row(phantom_model, "AE-BoNet trained on the phantom", f"RSNA {split} split", data.X[index],
+                             data.y[index], real_mean))
+    rows.append(flag_row(real_model, "AE-BoNet trained on RSNA", "phantom test split", phantom.X[phantom_test],
+                         phantom.y[phantom_test], real_mean))
+    rows.append(flag_row(phantom_model, "AE-BoNet trained on the phantom", "phantom test split",
+                         phantom.X[phantom_test], phantom.y[phantom_test], real_mean))
+    for name, X in odd_images(np.asarray(data.X[data.splits["val"][:n_odd]])).items():
+        rows.append(flag_row(real_model, "AE-BoNet trained on RSNA", name, X))
+    table = pd.DataFrame(rows)
+    with atomic_write(out_csv) as f:
+        table.to_csv(f, index=False)
+    return table
 
 
 if __name__ == "__main__":  # python -m aebonet_lib.real DATA OUT: the background form of `aebonet experiment real`

@@ -9,7 +9,8 @@
   and val MAE / MSE with 95 % bootstrap intervals;
 - predictions.csv.gz: every run's prediction for each test and val image;
 - history.csv: every run's training curves (the paper's Figure 3), pretraining included;
-- stages.csv: the autoencoder's stages (the paper's Table 2 on real data).
+- stages.csv: the autoencoder's stages (the paper's Table 2 on real data);
+- trust.csv: how often the real and a phantom-trained model flag real, phantom and odd images.
 
 Measured on the RSNA Pediatric Bone Age training set (Halabi et al., Radiology 2019;
 290(2):498-503): the images never ship, only numbers computed from them.
@@ -45,6 +46,7 @@ class RealResults:
     history: pd.DataFrame
     stages: pd.DataFrame
     provenance: dict
+    trust: pd.DataFrame | None = None  # flag rates on real, phantom and odd images (real.trust_report)
 
     def predicted(self, run: str, split: str = "val") -> pd.DataFrame:
         """Return one run's predictions on a split (id, true, predicted, male), in image-id order."""
@@ -140,20 +142,21 @@ def load(folder: str | Path = SHIPPED) -> RealResults:
         raise AebonetError(f"{folder}: no real-data results (runs.csv); make them with "
                            "`aebonet experiment real --data RSNA_FOLDER --out OUT` (OUT/results)")
     predictions = pd.read_csv(folder / "predictions.csv.gz", dtype={"id": str})
+    trust = pd.read_csv(folder / "trust.csv") if (folder / "trust.csv").is_file() else None
     return RealResults(runs=pd.read_csv(folder / "runs.csv"), predictions=predictions,
                        history=pd.read_csv(folder / "history.csv"), stages=pd.read_csv(folder / "stages.csv"),
-                       provenance=read_json(folder / "provenance.json"))
+                       provenance=read_json(folder / "provenance.json"), trust=trust)
 
 
-def main_run(results: RealResults, arm: str, seed: int = 0) -> str:
+def main_run(arm: str, seed: int = 0) -> str:
     """Return the name of an arm's run on all the labels (no sex input, no augmentation)."""
     return f"labels-1/seed-{seed}/{arm}"
 
 
 def mean_baseline(results: RealResults, split: str = "val") -> dict:
     """Return MAE and MSE (95 % intervals) of predicting the training images' mean age for every child."""
-    y = results.predicted(main_run(results, experiments.PRETRAINED), split).true.to_numpy()
-    y_mean = float(results.runs.set_index("run").loc[main_run(results, experiments.PRETRAINED), "y_mean"])
+    y = results.predicted(main_run(experiments.PRETRAINED), split).true.to_numpy()
+    y_mean = float(results.runs.set_index("run").loc[main_run(experiments.PRETRAINED), "y_mean"])
     return metrics.summarize(y, np.full(len(y), y_mean), n_boot=N_BOOT) | {"y_mean": y_mean}
 
 
@@ -253,7 +256,7 @@ def readme_table(results: RealResults) -> str:
     held_out = f"paper's split: {n.test_n} test / {n.val_n:,} validation"
     lines = ["| method | test images | MAE, months (95 % CI) | source |", "| --- | --- | --- | --- |"]
     for arm, label in ((experiments.PRETRAINED, "AE-BoNet, this course"), (experiments.SCRATCH, "same network from scratch, this course")):
-        run = main_run(results, arm)
+        run = main_run(arm)
         lines.append(f"| {label} ({ours}) | {held_out} | "
                      f"{format_mae(run_metrics(results, run, 'test'))} / {format_mae(run_metrics(results, run, 'val'))} "
                      "| `aebonet_lib/results/rsna-cpu` |")

@@ -18,7 +18,7 @@ from aebonet_lib.errors import AebonetError
 
 SHARED_RSNA = Path(__file__).resolve().parents[2] / "shared" / "rsna_bone_age_256"
 TINY = dict(image_size=32, width=0.125, ae_stages=(1,), reg_num_epochs=2, lr_schedule="cosine", keep="last",
-            split=(0.6, 0.25, 0.15))
+            split=(0.6, 0.25, 0.15), phantom_n=120)
 TINY_BUDGET = experiments.Budget(fractions=(0.5, 1.0), num_seeds=1, pretrain_epochs=None, steps=None, min_epochs=2,
                                  stage_cuts=(1,))
 
@@ -126,3 +126,13 @@ def test_real_radiographs_give_ages_in_the_rsna_range(tiny_experiment):
     results = rsna_results.load(tiny_experiment / "results")
     assert results.predictions.true.between(1, 228).all()
     assert results.provenance["data_checksum"]["files"] == 301  # 300 images and the label file
+
+
+def test_trust_report_measures_both_models_on_real_phantom_and_odd_images(tiny_experiment):
+    trust = rsna_results.load(tiny_experiment / "results").trust
+    assert set(trust.model) == {"AE-BoNet trained on RSNA", "AE-BoNet trained on the phantom"}
+    assert {"RSNA val split", "phantom test split", "blank, black", "inverted", "rotated 90 degrees"} <= set(trust.images)
+    assert trust.flagged.between(0, 1).all() and (trust.flagged >= trust.unlike_training).all()
+    on_real = trust[trust.images == "RSNA val split"].set_index("model")
+    assert on_real.mae.notna().all() and on_real.constant_mae.nunique() == 1  # one constant: the real training mean
+    assert (tiny_experiment / "runs" / "phantom" / "aebonet" / "model.trust.json").is_file()
