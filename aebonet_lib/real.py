@@ -143,12 +143,15 @@ def log(message: str) -> None:
 def real_experiment(source: str | os.PathLike, out_dir: str | os.PathLike, preset: str = PRESET,
                     num_seeds: int | None = None, fractions: tuple[float, ...] | None = None, extras: bool = True,
                     command: str | None = None, cache_root: str | os.PathLike | None = None,
-                    config: Config | None = None, budget: experiments.Budget | None = None) -> Path:
+                    config: Config | None = None, budget: experiments.Budget | None = None,
+                    part: tuple[int, int] | None = None) -> Path:
     """Pretrain, fine-tune both arms at each label fraction and seed, test every run on test and val; return out_dir.
 
     `source` is the RSNA folder (Kaggle layout) or a cache of it. Rerun to resume. The
     results files (module `rsna_results`) go to out_dir/results. `config` and `budget`
-    replace the preset's (tests use tiny ones).
+    replace the preset's (tests use tiny ones). `part=(k, n)` trains only every n-th run,
+    starting at the k-th (0-based), so that n processes can share the plan; a last call
+    without `part` then collects the results.
     """
     out_dir = Path(out_dir)
     config = config or get_config(preset)
@@ -167,10 +170,13 @@ def real_experiment(source: str | os.PathLike, out_dir: str | os.PathLike, prese
         record_wall_time(pretrain_dir, time.perf_counter() - start)
     data = training.use_run_splits(data, pretrain_dir)
     log(f"pretrained: {pretrain_dir / 'encoder.keras'}")
-    for job in plan(budget.fractions, budget.num_seeds, extras):
+    jobs = plan(budget.fractions, budget.num_seeds, extras)
+    for job in jobs if part is None else jobs[part[0]::part[1]]:
         run_dir = run_job(job, data, config, budget, pretrain_dir / "encoder.keras", out_dir / "runs")
         mae = {split: read_json(run_dir / split / "metrics.json")["mae"] for split in EVAL_SPLITS}
         log(f"{job.name}: test MAE {mae['test']:.2f}, val MAE {mae['val']:.2f} months")
+    if part is not None:
+        return out_dir
     phantom_model = phantom_run(config, out_dir / "runs" / "phantom", cache_root)
     log(f"phantom-trained AE-BoNet: {phantom_model}")
     rsna_results.collect(out_dir / "runs", out_dir / "results", read_json(out_dir / "provenance.json"))
