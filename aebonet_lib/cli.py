@@ -196,6 +196,9 @@ def add_experiment(sub) -> None:
     p.add_argument("--size", type=positive_int, help="override the preset's image size (pixels)")
     p.add_argument("--width", type=float, help="override the preset's width multiplier on filter counts")
     p.add_argument("--resume", action="store_true", help="continue an interrupted experiment in --out")
+    p.add_argument("--part", type=part_of, metavar="K/N",
+                   help="real: train only every N-th run from the K-th (0-based), to share the plan between N "
+                        "processes; then run once more without --part to collect the results")
     p.set_defaults(func=run_experiment)
 
 
@@ -295,9 +298,10 @@ def run_train(args: argparse.Namespace) -> int:
     if args.resume and training.run_finished(args.out):
         print(f"{args.out}: this training run has already finished; nothing to do")
         return 0
+    backbone = args.backbone or ("aebonet" if args.encoder else "scratch")
+    print(training.backbone_summary(args.out, backbone, args.encoder, args.weights), flush=True)
     config = training_config(args, "reg_batch_size")
     data = load_training_data(args, config)
-    backbone = args.backbone or ("aebonet" if args.encoder else "scratch")
     run_dir = training.train(data, config, args.out, backbone=backbone, encoder=args.encoder, weights=args.weights,
                              sex_input=args.sex_input, num_epochs=args.epochs, resume=args.resume,
                              distribute=args.distribute, freeze_epochs=args.freeze_epochs, command=command_line())
@@ -363,6 +367,17 @@ def run_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def part_of(text: str) -> tuple[int, int]:
+    """Parse K/N, the K-th (0-based) of N parts of an experiment's runs."""
+    try:
+        k, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected K/N such as 0/2, got {text!r}") from None
+    if not 0 <= k < n:
+        raise argparse.ArgumentTypeError(f"K/N needs 0 <= K < N, got {text!r}")
+    return k, n
+
+
 def fraction_list(text: str) -> tuple[float, ...]:
     """Parse comma-separated fractions of the labels, each in (0, 1]."""
     try:
@@ -374,7 +389,7 @@ def fraction_list(text: str) -> tuple[float, ...]:
     return fractions
 
 
-EXPERIMENT_OPTIONS = {"fractions": ("label-efficiency", "real"), "steps": ("label-efficiency",),
+EXPERIMENT_OPTIONS = {"fractions": ("label-efficiency", "real"), "part": ("real",), "steps": ("label-efficiency",),
                       "epochs": ("sex-input", "decoder"), "pretrain": ("label-efficiency", "sex-input"),
                       "pretrain_epochs": ("label-efficiency", "sex-input", "decoder"),
                       "size": ("label-efficiency", "sex-input", "decoder"),
@@ -428,7 +443,7 @@ def run_real_experiment(args: argparse.Namespace, start: float) -> int:
         raise AebonetError("the real experiment needs real radiographs: give --data with the RSNA folder "
                            "(such as ../shared/rsna_bone_age_256)")
     real.real_experiment(args.data, args.out, preset=args.preset or real.PRESET, num_seeds=args.seeds,
-                         fractions=args.fractions, command=command_line())
+                         fractions=args.fractions, command=command_line(), part=args.part)
     print(f"runs in {args.out / 'runs'}; {(time.perf_counter() - start) / 60:.1f} minutes")
     return 0
 

@@ -9,9 +9,11 @@ carpals, epiphyses and physes that Greulich-Pyle and Tanner-Whitehouse read.
 
 Every regressor in `models` nests its feature extractor as a sub-model named "encoder".
 Grad-CAM needs the feature map and the prediction from one forward pass, so the model is
-run in two parts: the encoder, giving the chosen feature map and its own output, then the
-head layers one after another (the sex joining at the Concatenate layer) up to the age.
-Calling the layers on real tensors leaves the model untouched, so it still saves.
+run in three parts: the layers before the encoder (none for AE-BoNet; for the ImageNet
+baselines, gray to three channels and the backbone's own preprocessing), the encoder,
+giving the chosen feature map and its own output, then the head layers one after another
+(the sex joining at the Concatenate layer) up to the age. Calling the layers on real
+tensors leaves the model untouched, so it still saves.
 """
 
 from __future__ import annotations
@@ -46,6 +48,26 @@ def split_encoder(encoder: keras.Model, layer_name: str | None = None) -> keras.
     return keras.Model(encoder.input, [encoder.get_layer(layer_name).output, encoder.output])
 
 
+def image_input(model: keras.Model):
+    """Return the regressor's image input (batch, H, W, 1), leaving out the sex input."""
+    return next(tensor for tensor in model.inputs if len(tensor.shape) == 4)
+
+
+def layer_before(model: keras.Model, encoder: keras.Model):
+    """Return the layer that feeds the encoder: in aebonet_lib's regressors, the one listed just before it."""
+    before = model.layers[model.layers.index(encoder) - 1]
+    if tuple(before.output.shape[1:]) != tuple(encoder.input.shape[1:]):
+        raise AebonetError(f"model {model.name!r}: cannot find the layer that feeds its encoder; "
+                           "gradcam supports regressors built by aebonet_lib.models")
+    return before
+
+
+def preprocessing(model: keras.Model, encoder: keras.Model) -> keras.Model | None:
+    """Return a model from the image to the encoder's input (a baseline's gray to RGB), or None for no such layers."""
+    before = layer_before(model, encoder)
+    return None if isinstance(before, keras.layers.InputLayer) else keras.Model(image_input(model), before.output)
+
+
 def head_layers(model: keras.Model, encoder: keras.Model) -> list:
     """Return the regressor's layers after the encoder, in order, leaving out input layers."""
     after = model.layers[model.layers.index(encoder) + 1:]
@@ -72,11 +94,11 @@ def check_head(model: keras.Model, batch: tf.Tensor, sex_input: list, age) -> No
                            "gradcam supports regressors built by aebonet_lib.models")
 
 
-def image_batch(image, encoder: keras.Model) -> tf.Tensor:
-    """Return one image, (H, W) or (H, W, 1) in [0, 1], as a (1, H, W, 1) float32 batch the encoder takes."""
+def image_batch(image, model: keras.Model) -> tf.Tensor:
+    """Return one image, (H, W) or (H, W, 1) in [0, 1], as a (1, H, W, 1) float32 batch the model takes."""
     image = np.asarray(image, dtype=np.float32)
     image = image[..., None] if image.ndim == 2 else image
-    expected = tuple(encoder.input.shape[1:])
+    expected = tuple(image_input(model).shape[1:])
     if image.shape != expected:
         raise AebonetError(f"image shape {image.shape}: the model takes {expected}; preprocess it to the model's image size")
     return tf.constant(image[None])
@@ -110,9 +132,11 @@ def gradcam(model: keras.Model, image, sex=None, layer_name: str | None = None, 
     """
     encoder = find_encoder(model, encoder_name)
     bottom, head = split_encoder(encoder, layer_name), head_layers(model, encoder)
-    batch, sex_input = image_batch(image, encoder), sex_inputs(model, sex)
+    batch, sex_input = image_batch(image, model), sex_inputs(model, sex)
+    prepare = preprocessing(model, encoder)
+    encoder_batch = batch if prepare is None else prepare(batch, training=False)
     with tf.GradientTape() as tape:
-        feature_map, features = bottom(batch, training=False)
+        feature_map, features = bottom(encoder_batch, training=False)
         age = apply_head(head, features, sex_input)
     check_head(model, batch, sex_input, age)
     return heatmap(feature_map, tape.gradient(age, feature_map), batch.shape[1:3])

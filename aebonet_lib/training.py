@@ -37,22 +37,25 @@ SHOWN_IN_PROGRESS = ("loss", "val_loss", "mae", "val_mae", "psnr", "val_psnr")
 # Precision, distribution and seeds (chapter 5)
 
 
-def resolve_precision(config: Config) -> Config:
-    """Return the config with precision "auto" replaced by the fastest precision this hardware computes well."""
-    if config.precision != "auto":
-        return config
+def precision_name(precision: str) -> str:
+    """Return the precision as given, or for "auto" the fastest one this hardware computes well."""
+    if precision != "auto":
+        return precision
     from .hardware import best_precision
 
-    return config.replace(precision=best_precision())
+    return best_precision()
+
+
+def resolve_precision(config: Config) -> Config:
+    """Return the config with precision "auto" replaced by the fastest precision this hardware computes well."""
+    return config if config.precision != "auto" else config.replace(precision=precision_name(config.precision))
 
 
 @contextlib.contextmanager
 def precision_policy(precision: str) -> Iterator[None]:
     """Build models under the dtype policy for `precision` (auto, fp32, bf16, fp16), then restore the previous one."""
-    if precision == "auto":
-        precision = best_precision()
     previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy(POLICIES[precision])
+    keras.config.set_dtype_policy(POLICIES[precision_name(precision)])
     try:
         yield
     finally:
@@ -344,6 +347,13 @@ def load_model(path: str | Path) -> tuple[keras.Model, dict]:
     return model, meta
 
 
+def recorded_source(source: str) -> str:
+    """Return a data source as a run records it: phantom[:N] as given, a folder or file as an absolute path."""
+    from .data import is_phantom
+
+    return source if is_phantom(source) else str(Path(source).resolve())
+
+
 def data_meta(data: BoneAgeData, config: Config) -> dict:
     """Return what a saved model needs to read new images: size, preprocessing and the Config."""
     return {"image_size": config.image_size, "params": data.params.to_dict(), "config": config.to_dict(),
@@ -428,7 +438,8 @@ def pretrain(data: BoneAgeData, config: Config, run_dir: str | Path, num_epochs:
     run_dir = Path(run_dir)
     check_run_dir(run_dir, resume, "pretrain")
     record = read_record(run_dir) or {"kind": "pretrain", "config": resolve_precision(config).to_dict(), "command": command,
-                                      "plan": stage_epochs(config.ae_stages, num_epochs), "data": data.source}
+                                      "plan": stage_epochs(config.ae_stages, num_epochs),
+                                      "data": recorded_source(data.source)}
     if run_finished(run_dir):
         return run_dir
     config, model, strategy, data = open_run(run_dir, data, record, distribute)
@@ -516,22 +527,82 @@ def phase_bounds(freeze_epochs: int, num_epochs: int) -> list[tuple[bool, int, i
     return [phase for phase in phases if phase[2] > phase[1]]
 
 
-def train_record(data: BoneAgeData, config: Config, backbone: str, encoder, weights, sex_input: bool, num_epochs,
-                 freeze_epochs, command) -> dict:
-    """Return what config.json records for a regressor run."""
+def check_backbone(backbone: str, encoder) -> None:
+    """Refuse AE-BoNet without a pretrained encoder, and an encoder given to another backbone."""
     if backbone == "aebonet" and encoder is None:
         raise AebonetError("backbone aebonet needs a pretrained encoder: give --encoder RUN/encoder.keras, "
                            "or use --backbone scratch")
     if encoder is not None and backbone != "aebonet":
         raise AebonetError(f"--encoder is for the aebonet backbone, not {backbone}; leave it out")
+
+
+def backbone_line(backbone: str, encoder=None, weights: str | None = None) -> str:
+    """Return one line saying which regressor is trained: AE-BoNet, the from-scratch control or a baseline."""
+    if backbone == "aebonet":
+        return f"training AE-BoNet on the pretrained encoder {encoder}"
+    if backbone == "scratch":
+        return ("training the from-scratch control (no --encoder given; "
+                "pass --encoder RUN/encoder.keras for AE-BoNet)")
+    return f"training the {backbone} baseline (weights: {weights or 'none, random initialization'})"
+
+
+def backbone_summary(run_dir: str | Path, backbone: str, encoder=None, weights: str | None = None) -> str:
+    """Return the line saying which regressor `train` trains in run_dir: the one its config.json records, if any."""
+    record = read_record(run_dir) or {"backbone": backbone, "encoder": encoder, "weights": weights}
+    check_backbone(record["backbone"], record["encoder"])
+    return backbone_line(record["backbone"], record["encoder"], record["weights"])
+
+
+def pretrained_ids(encoder: str | Path) -> set[str] | None:
+    """Return the ids of the images the encoder was pretrained on (its run's splits/train.txt), or None without one."""
+    path = Path(encoder).parent / "splits" / "train.txt"
+    if not path.is_file():
+        return None  # an older run, or an encoder copied out of its run folder
+    return {line.strip() for line in path.read_text().splitlines() if line.strip()}
+
+
+def other_phantom_draw(encoder: str | Path, data: BoneAgeData) -> bool:
+    """Return True when the encoder was pretrained on a phantom drawn with another seed: other images, the same ids."""
+    from .data import is_phantom
+
+    pretrained_on = read_model_meta(encoder).get("data", {})
+    return (is_phantom(data.source) and is_phantom(pretrained_on.get("source"))
+            and pretrained_on.get("seed", data.seed) != data.seed)
+
+
+def held_out_ids(data: BoneAgeData) -> set[str]:
+    """Return the ids of the data's validation and test images."""
+    ids = np.asarray(data.ids, dtype=str)
+    return {str(i) for name in ("val", "test") if name in data.splits for i in ids[data.splits[name]]}
+
+
+def check_encoder_split(encoder: str | Path, data: BoneAgeData) -> None:
+    """Refuse an encoder pretrained on any of the data's validation or test images: the test would not be blind."""
+    seen = pretrained_ids(encoder)
+    if seen is None or other_phantom_draw(encoder, data):
+        return
+    leaked = len(seen & held_out_ids(data))
+    if leaked:
+        seed = read_model_meta(encoder).get("data", {}).get("seed")
+        same = f" (--seed {seed}, as its run)" if seed is not None else ""
+        raise AebonetError(f"--encoder {encoder}: pretrained on {leaked} of this run's validation/test images "
+                           f"(its splits/train.txt); pretrain with the same data and --seed, "
+                           f"or train on the encoder's split{same}")
+
+
+def train_record(data: BoneAgeData, config: Config, backbone: str, encoder, weights, sex_input: bool, num_epochs,
+                 freeze_epochs, command) -> dict:
+    """Return what config.json records for a regressor run, with absolute paths so that it resumes from anywhere."""
+    check_backbone(backbone, encoder)
     if encoder is not None:
         check_encoder(encoder, config)
+        check_encoder_split(encoder, data)
     y_mean, y_std = label_scale(data)
     return {"kind": "train", "config": config.to_dict(), "backbone": backbone, "weights": weights,
-            "encoder": str(encoder) if encoder else None, "sex_input": sex_input, "y_mean": y_mean, "y_std": y_std,
-            "num_epochs": num_epochs or config.reg_num_epochs,
+            "encoder": str(Path(encoder).resolve()) if encoder else None, "sex_input": sex_input,
+            "y_mean": y_mean, "y_std": y_std, "num_epochs": num_epochs or config.reg_num_epochs,
             "freeze_epochs": config.freeze_epochs if freeze_epochs is None else freeze_epochs,
-            "data": data.source, "command": command}
+            "data": recorded_source(data.source), "command": command}
 
 
 def train(data: BoneAgeData, config: Config, run_dir: str | Path, backbone: str = "aebonet",

@@ -81,6 +81,29 @@ def test_bad_files_give_one_line_errors(runs, tmp_path, capsys):
     assert "not a Keras model file" in errors[0] and "none.keras: file not found" in errors[1]
 
 
+def test_train_without_encoder_says_it_trains_the_from_scratch_control(tmp_path, capsys):
+    assert main(["train", *TINY, "--epochs", "1", "--out", str(tmp_path / "scratch")]) == 0
+    assert capsys.readouterr().out.splitlines()[0].startswith("training the from-scratch control (no --encoder given")
+    assert read_json(tmp_path / "scratch" / "config.json")["backbone"] == "scratch"
+
+
+def test_train_refuses_an_encoder_pretrained_on_another_split(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)  # relative paths, recorded as absolute ones
+    assert main(["phantom", "--out", "hands", "--n", "60", "--size", "32"]) == 0
+    tiny = ["--data", "hands", "--size", "32", "--width", "0.125", "--epochs", "1"]
+    assert main(["pretrain", *tiny, "--seed", "0", "--out", "ae"]) == 0
+    capsys.readouterr()
+    assert main(["train", *tiny, "--seed", "1", "--encoder", "ae/encoder.keras", "--out", "leaky"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "of this run's validation/test images" in err and "--seed 0" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "leaky" / "config.json").exists()
+    assert main(["train", *tiny, "--seed", "0", "--encoder", "ae/encoder.keras", "--out", "reg"]) == 0
+    assert capsys.readouterr().out.startswith("training AE-BoNet on the pretrained encoder ae/encoder.keras")
+    record = read_json(tmp_path / "reg" / "config.json")
+    assert record["encoder"] == str(tmp_path.resolve() / "ae" / "encoder.keras")
+    assert record["data"] == str(tmp_path.resolve() / "hands")
+
+
 def test_bad_arguments_exit_nonzero(capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["train", "--out", "x", "--epochs", "0"])

@@ -113,3 +113,16 @@ def test_bad_inputs():
         explain.gradcam(model, np.zeros((64, 64), np.float32))
     with pytest.raises(AebonetError, match="no nested model named"):
         explain.gradcam(model, two_bright_squares(), encoder_name="backbone")
+
+
+@pytest.mark.parametrize("sex_input", [False, True])
+def test_on_an_imagenet_baseline_that_takes_three_channels(sex_input):
+    cfg = config.get_config("cpu", image_size=SIZE, width=0.125)
+    keras.utils.set_random_seed(0)
+    model = models.build_baseline("mobilenet", cfg, weights=None, sex_input=sex_input, y_mean=100.0, y_std=40.0)
+    image = np.random.default_rng(0).uniform(0, 1, (SIZE, SIZE)).astype(np.float32)
+    sex = 1 if sex_input else None
+    for layer_name in (None, "conv_pw_1"):
+        heatmap = explain.gradcam(model, image, sex=sex, layer_name=layer_name)
+        assert heatmap.shape == (SIZE, SIZE) and np.isfinite(heatmap).all()
+        assert 0 <= heatmap.min() and heatmap.max() <= 1

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -14,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from aebonet_lib import training
+from aebonet_lib import hardware, splits, training
 from aebonet_lib.config import Config, get_config
 from aebonet_lib.data import load_data
 from aebonet_lib.errors import AebonetError
@@ -208,12 +210,71 @@ def test_precision_policy_is_restored_after_an_error():
     assert keras.config.dtype_policy().name == "float32"
 
 
+def test_auto_precision_sets_the_best_policy_and_restores_the_previous_one(monkeypatch):
+    monkeypatch.setattr(hardware, "best_precision", lambda: "fp16")
+    with training.precision_policy("auto"):
+        assert keras.config.dtype_policy().name == "mixed_float16"
+    assert keras.config.dtype_policy().name == "float32"
+
+
+def resplit(data, seed: int):
+    """Return the same images split again with another seed."""
+    return dataclasses.replace(data, splits=splits.random_split(len(data), (0.7, 0.15, 0.15), seed=seed))
+
+
+def test_an_encoder_pretrained_on_the_test_images_is_refused(pretrained, data, config, tmp_path):
+    with pytest.raises(AebonetError, match=r"pretrained on \d+ of this run's validation/test images .*--seed 0"):
+        training.train(resplit(data, 1), config, tmp_path / "run", encoder=pretrained / "encoder.keras", progress=False)
+    assert not training.has_run(tmp_path / "run")
+    training.check_encoder_split(pretrained / "encoder.keras", data)  # the pretraining split itself is fine
+
+
+def test_an_encoder_without_its_split_files_is_accepted(pretrained, data, config, tmp_path):
+    for name in ("encoder.keras", "encoder.json"):
+        shutil.copy(pretrained / name, tmp_path / name)
+    record = training.train_record(resplit(data, 1), config, "aebonet", tmp_path / "encoder.keras", None, False, 1,
+                                   None, None)
+    assert record["encoder"] == str((tmp_path / "encoder.keras").resolve())
+
+
+def test_a_phantom_of_another_seed_shares_ids_but_not_images(pretrained, config, tmp_path):
+    other = load_data("phantom:60", 32, seed=1, split=config.split, cache_root=tmp_path, progress=False)
+    training.check_encoder_split(pretrained / "encoder.keras", other)
+
+
+def test_recorded_sources_are_absolute_except_the_phantom(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert training.recorded_source("phantom:60") == "phantom:60" and training.recorded_source("phantom") == "phantom"
+    assert training.recorded_source("rsna") == str(tmp_path.resolve() / "rsna")
+
+
+def killed(*args):
+    """Stand in for fit_phases in a run killed during its first epoch."""
+    raise RuntimeError("killed")
+
+
+def test_a_run_started_with_relative_paths_resumes_from_another_folder(pretrained, data, config, tmp_path, monkeypatch):
+    monkeypatch.chdir(pretrained.parent)
+    with monkeypatch.context() as patch:  # killed in its first epoch: config.json written, no checkpoint yet
+        patch.setattr(training, "fit_phases", killed)
+        with pytest.raises(RuntimeError, match="killed"):
+            training.train(data, config, tmp_path / "run", encoder=Path(pretrained.name) / "encoder.keras",
+                           num_epochs=1, progress=False)
+    record = read_json(tmp_path / "run" / "config.json")
+    assert record["encoder"] == str((pretrained / "encoder.keras").resolve()) and record["backbone"] == "aebonet"
+    assert not training.read_state(tmp_path / "run")
+    monkeypatch.chdir(tmp_path)
+    training.train(data, config, tmp_path / "run", resume=True, progress=False)
+    assert training.run_finished(tmp_path / "run")
+    assert read_json(tmp_path / "run" / "model.trust.json")["method"] == "reconstruction"
+
+
 MIRRORED_SCRIPT = """
 import sys
 import tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-from aebonet_lib import training
+from aebonet_lib import hardware, splits, training
 from aebonet_lib.config import get_config
 from aebonet_lib.data import load_data
 config = get_config("cpu", image_size=32, width=0.125, ae_batch_size=8)
