@@ -18,6 +18,7 @@ Measured on the RSNA Pediatric Bone Age training set (Halabi et al., Radiology 2
 
 from __future__ import annotations
 
+import shutil
 import time
 from dataclasses import dataclass
 from importlib import resources
@@ -289,5 +290,40 @@ def update_readme(path: str | Path, results: RealResults | None = None) -> None:
     path.write_text(text.replace(README_START + readme_section(text) + README_END, README_START + table + README_END))
 
 
-if __name__ == "__main__":
-    update_readme(Path(__file__).resolve().parents[1] / "README.md")
+SHIPPED_MODEL_FILES = ("model.keras", "model.trust.json", "model.autoencoder.keras", "model.autoencoder.json")
+
+
+def ship_model(run_dir: str | Path, name: str = "rsna-cpu") -> Path:
+    """Copy a finished, calibrated run's model into the package (pretrained/NAME), with the RSNA attribution."""
+    from .predict import PRETRAINED_DIR
+
+    run_dir, dest = Path(run_dir), PRETRAINED_DIR / name
+    if not (run_dir / "model.trust.json").is_file():
+        raise AebonetError(f"{run_dir}: the model has no trust calibration (model.trust.json); run the experiment to its end")
+    dest.mkdir(parents=True, exist_ok=True)
+    for file in SHIPPED_MODEL_FILES:
+        if (run_dir / file).is_file():
+            shutil.copyfile(run_dir / file, dest / file)
+    meta = read_json(run_dir / "model.json") | {
+        "name": name, "trained_on": "RSNA Pediatric Bone Age training set (paper's random split, train part)",
+        "attribution": f"Trained on RSNA challenge data; cite {RSNA_CITATION}. Use under the RSNA challenge's terms "
+                       "(non-commercial research and education, with attribution).",
+        "results": "aebonet_lib/results/rsna-cpu", "run": run_dir.name}
+    write_json(dest / "model.json", meta)
+    return dest / "model.keras"
+
+
+def publish(out_dir: str | Path, readme: str | Path = Path(__file__).resolve().parents[1] / "README.md") -> None:
+    """Ship an experiment's results and its AE-BoNet (all labels, seed 0) with the library, and update the README table."""
+    out_dir = Path(out_dir)
+    SHIPPED.mkdir(parents=True, exist_ok=True)
+    for path in sorted((out_dir / "results").iterdir()):
+        shutil.copyfile(path, SHIPPED / path.name)
+    ship_model(out_dir / "runs" / main_run(experiments.PRETRAINED))
+    update_readme(readme)
+
+
+if __name__ == "__main__":  # python -m aebonet_lib.rsna_results OUT: ship OUT/results and its model, update the README
+    import sys
+
+    publish(sys.argv[1]) if len(sys.argv) > 1 else update_readme(Path(__file__).resolve().parents[1] / "README.md")
