@@ -1,8 +1,9 @@
 """The paper's tables and the published results on RSNA, with this project's figures beside them.
 
-Every number typed into this module comes from the publication named in the same row.
-Where the paper's own figure was not available to us the cell is NaN and the `note`
-column says so: an empty cell is honest, a guessed one is not. Published figures keep
+Every number typed into this module comes from the publication named in the same row
+(the paper's own tables as summarised in ../shared/PAPER.md). Where the paper gives no
+figure the cell is NaN and the `note` column says why: an empty cell is honest, a guessed
+one is not. Published figures keep
 their own metric (MAE, MAD, RMS) and unit, because they are not the same measurement.
 Chapters 3 and 6 show these tables; `aebonet report` writes them with `save_table`.
 """
@@ -21,8 +22,7 @@ from .files import atomic_write, read_json, read_table
 
 PAPER = "Sirati-Amsheh, Shabaninia & Chaparian, J Biomed Phys Eng 2025, doi:10.31661/jbpe.v0i0.2304-1609"
 PAPER_URL = "https://jbpe.sums.ac.ir/article_49723.html"
-# Only the abstract of PAPER_URL was readable to us, so most of Tables 2 and 5 is missing here.
-NOT_AVAILABLE = "paper's figure not available to us (only its abstract was readable): left empty, not guessed"
+NO_ROW = "named in the paper's text, but Table 5 has no row for it"
 THIS_PROJECT = "this project"
 RSNA_TEST_200 = "RSNA 2017 challenge test set (200 images)"
 
@@ -53,10 +53,18 @@ TABLE4_COLUMNS = ["metric", "value", "value_low", "value_high", "unit", "value_m
 # Table 5: backbones with the same head (paper, MAE in months at 256 x 256).
 BACKBONE_NAMES = {"aebonet": "AE-BoNet", "mobilenet": "MobileNet", "xception": "Xception", "inceptionv3": "InceptionV3",
                   "vgg16": "VGG16", "resnet50": "ResNet50", "scratch": "from scratch (control)"}
-PAPER_TABLE5_MAE_256 = {"AE-BoNet": 9.3, "MobileNet": 12.9, "Xception": 16.1, "InceptionV3": 16.1, "VGG16": 19.1}
+# The paper's Table 5 in full: (MAE in months, MSE in months squared) at each input size.
+PAPER_TABLE5 = {
+    450: {"Xception": (14.7, 352.8), "VGG16": (15.8, 427.6), "InceptionV3": (13.6, 295.5), "MobileNet": (12.5, 268.8),
+          "AE-BoNet": (9.9, 161.1)},
+    256: {"Xception": (16.1, 413.6), "VGG16": (19.1, 661.2), "InceptionV3": (16.1, 416.3), "MobileNet": (12.9, 296.8),
+          "AE-BoNet": (9.3, 144.6)},
+}
+PAPER_TABLE5_MAE_256 = {name: mae for name, (mae, _) in PAPER_TABLE5[256].items()}
+# The paper's Table 2: each autoencoder stage's epochs, and its end-of-stage training MSE and "Accuracy".
+PAPER_TABLE2 = [(300, 0.000206, 0.4866), (200, 0.000172, 0.6169), (100, 0.000166, 0.6819), (150, 0.000156, 0.6830),
+                (150, 0.000148, 0.6839)]
 
-# Table 2: the autoencoder's five training stages (epochs: config.PRESETS["paper"].ae_stages; loss and metric
-# not available to us).
 
 
 def format_ci(value: float, low: float, high: float, digits: int = 1) -> str:
@@ -135,12 +143,13 @@ def table4(our_results: pd.DataFrame | None = None) -> pd.DataFrame:
 
 
 def paper_table5() -> pd.DataFrame:
-    """Return the paper's Table 5 rows: backbone and input size -> MAE in months (NaN where not available)."""
+    """Return the paper's Table 5 rows: backbone and input size -> MAE and MSE in months (NaN for ResNet50, which has no row)."""
     rows = []
     for size in (256, 450):
         for name in (name for key, name in BACKBONE_NAMES.items() if key != "scratch"):
-            mae = PAPER_TABLE5_MAE_256.get(name, np.nan) if size == 256 else np.nan
-            rows.append({"method": name, "image_size": size, "paper_mae": mae, "note": NOT_AVAILABLE if np.isnan(mae) else ""})
+            mae, mse = PAPER_TABLE5[size].get(name, (np.nan, np.nan))
+            rows.append({"method": name, "image_size": size, "paper_mae": mae, "paper_mse": mse,
+                         "note": NO_ROW if np.isnan(mae) else ""})
     return pd.DataFrame(rows)
 
 
@@ -166,17 +175,17 @@ def table5(our_results: pd.DataFrame | None = None) -> pd.DataFrame:
         table = table.merge(our_table5_rows(our_results.reset_index(drop=True)), on=["method", "image_size"], how="outer")
     rank = table.method.map({name: i for i, name in enumerate(BACKBONE_NAMES.values())}).fillna(len(BACKBONE_NAMES))
     table = table.assign(rank=rank).sort_values(["image_size", "rank"], kind="stable")
-    columns = ["paper_mae", "ours_mae", "ours_mae_ci", "ours_data", "note"]
+    columns = ["paper_mae", "paper_mse", "ours_mae", "ours_mae_ci", "ours_data", "note"]
     return table.reindex(columns=["image_size", "method", *columns]).fillna({"note": ""}).set_index(["image_size", "method"])
 
 
 def paper_table2() -> pd.DataFrame:
-    """Return the paper's Table 2 skeleton: the five stages and their epochs; loss and metric not available."""
-    stages = PRESETS["paper"].ae_stages
-    return pd.DataFrame({
-        "stage": range(1, len(stages) + 1), "paper_epochs": stages,
-        "paper_loss": np.nan, "paper_accuracy": np.nan, "note": NOT_AVAILABLE,
-    })
+    """Return the paper's Table 2: each stage's epochs and its end-of-stage training MSE (loss) and "Accuracy"."""
+    epochs, loss, accuracy = zip(*PAPER_TABLE2)
+    if tuple(epochs) != PRESETS["paper"].ae_stages:
+        raise AebonetError(f"the paper preset's stages {PRESETS['paper'].ae_stages} differ from Table 2's {epochs}")
+    return pd.DataFrame({"stage": range(1, len(epochs) + 1), "paper_epochs": epochs, "paper_loss": loss,
+                         "paper_accuracy": accuracy, "note": ""})
 
 
 def table2(stages: str | os.PathLike | pd.DataFrame | None = None) -> pd.DataFrame:
