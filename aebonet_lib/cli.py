@@ -15,9 +15,12 @@ import time
 import traceback
 from pathlib import Path
 
-from .config import DECODERS, PRECISIONS, PRESETS
+from .config import DECODERS, PRECISIONS, PRESETS, SPLIT_KINDS
 from .errors import AebonetError
 
+SPLIT_HELP = ("how to split SRC into train/val/test: paper (default: at random, seeded, with the preset's fractions), "
+              "stratified (the same sizes, stratified by age) or official (the RSNA challenge's own sets; "
+              "needs the official RSNA release)")
 EPILOG_DATA = "SRC is a dataset folder (Kaggle or official RSNA layout, or a CSV), a cache folder made by `aebonet prepare`, or phantom[:N] for N synthetic radiographs."
 
 
@@ -54,6 +57,7 @@ def add_precision_option(p: argparse.ArgumentParser) -> None:
 def add_training_options(p: argparse.ArgumentParser) -> None:
     """Add the options shared by `pretrain` and `train`."""
     p.add_argument("--data", default="phantom", metavar="SRC", help="dataset (default: phantom). " + EPILOG_DATA)
+    p.add_argument("--split", choices=SPLIT_KINDS, help=SPLIT_HELP + "; a resumed run keeps its own")
     add_preset_option(p)
     p.add_argument("--out", required=True, type=Path, metavar="RUN", help="run folder to write")
     p.add_argument("--epochs", type=positive_int, help="override the preset's number of epochs")
@@ -101,6 +105,9 @@ def add_prepare(sub) -> None:
     p.add_argument("--workers", type=positive_int, help="processes (default: all cores)")
     p.add_argument("--skip-bad", action="store_true", help="drop bad inputs, listing them in bad_inputs_report.csv")
     p.add_argument("--seed", type=int, default=0, help="seed of the phantom and of the split shown (default 0)")
+    p.add_argument("--split", choices=SPLIT_KINDS, default="paper",
+                   help="the split shown: paper (default: at random, seeded by --seed, 70/15/15), stratified (the same "
+                        "sizes, stratified by age) or official (the RSNA challenge's own sets; needs its release)")
     p.set_defaults(func=run_prepare)
 
 
@@ -132,11 +139,13 @@ def add_train(sub) -> None:
 def add_evaluate(sub) -> None:
     """Add `aebonet evaluate`: measure a model's MAE and MSE with 95% bootstrap intervals."""
     p = add_command(sub, "evaluate", "measure a model's MAE and MSE with 95% bootstrap intervals",
-                    "aebonet evaluate --model runs/reg/model.keras --data phantom --split test")
+                    "aebonet evaluate --model runs/reg/model.keras --split test")
     p.add_argument("--model", required=True, type=Path, metavar="MODEL",
                    help="model file (RUN/model.keras) or the name of a shipped model")
-    p.add_argument("--data", default="phantom", metavar="SRC", help="dataset (default: phantom). " + EPILOG_DATA)
-    p.add_argument("--split", default="test", choices=["train", "val", "test", "all"], help="which split (default: test)")
+    p.add_argument("--data", metavar="SRC", help="dataset (default: the data the model was trained on, as its run "
+                   "recorded it). " + EPILOG_DATA)
+    p.add_argument("--split", default="test", choices=["train", "val", "test", "all"],
+                   help="which split (default: test): the one saved in the model's run folder, else the data's own")
     p.add_argument("--out", type=Path, help="folder for metrics.json and predictions.csv (default: the model's folder)")
     p.add_argument("--skip-bad", action="store_true", help="drop bad inputs instead of stopping")
     p.set_defaults(func=run_evaluate)
@@ -243,9 +252,9 @@ def run_prepare(args: argparse.Namespace) -> int:
     from . import data
 
     prepared = data.load_data(
-        args.data, args.size, seed=args.seed, skip_bad=args.skip_bad, clahe=args.clahe, normalize=args.normalize,
-        layout=args.layout, csv=args.csv, image_col=args.image_col, age_col=args.age_col, sex_col=args.sex_col,
-        cache_dir=args.out, workers=args.workers)
+        args.data, args.size, seed=args.seed, split_kind=args.split, skip_bad=args.skip_bad, clahe=args.clahe,
+        normalize=args.normalize, layout=args.layout, csv=args.csv, image_col=args.image_col, age_col=args.age_col,
+        sex_col=args.sex_col, cache_dir=args.out, workers=args.workers)
     print(data.describe(prepared))
     return 0
 
@@ -263,15 +272,16 @@ def training_config(args: argparse.Namespace, batch_field: str):
     if args.resume and training.has_run(args.out):
         return training.saved_config(args.out)
     return get_config(args.preset, image_size=args.size, width=args.width, seed=args.seed, precision=args.precision,
-                      jit=args.jit or None, deterministic=args.deterministic or None, **{batch_field: args.batch_size})
+                      jit=args.jit or None, deterministic=args.deterministic or None, split_kind=args.split,
+                      **{batch_field: args.batch_size})
 
 
 def load_training_data(args: argparse.Namespace, config):
-    """Load --data at the config's image size, split with the config's fractions and seed."""
+    """Load --data at the config's image size, split as the config says (kind, fractions and seed)."""
     from .data import load_data
 
-    return load_data(args.data, config.image_size, seed=config.seed, split=config.split, skip_bad=args.skip_bad,
-                     phantom_n=config.phantom_n)
+    return load_data(args.data, config.image_size, seed=config.seed, split=config.split,
+                     split_kind=config.split_kind, skip_bad=args.skip_bad, phantom_n=config.phantom_n)
 
 
 def run_pretrain(args: argparse.Namespace) -> int:

@@ -15,6 +15,9 @@ from .errors import AebonetError
 # The paper's random split of the 12,611 RSNA training images (train / validation / test).
 PAPER_SPLIT_SIZES = (10088, 2323, 200)
 PAPER_SPLIT = tuple(n / sum(PAPER_SPLIT_SIZES) for n in PAPER_SPLIT_SIZES)
+# How a dataset is split: the paper's seeded random split, the same sizes stratified by age (our choice),
+# or the RSNA challenge's own training / validation / test sets (official layout only).
+SPLIT_KINDS = ("paper", "stratified", "official")
 
 DECODERS = ("upsample_conv", "conv_upsample", "transpose")
 LR_SCHEDULES = ("constant", "cosine")
@@ -31,6 +34,7 @@ class Config:
     image_size: int = 256  # square input, pixels
     phantom_n: int = 12611  # images generated for `--data phantom`
     split: tuple[float, float, float] = PAPER_SPLIT  # train / val / test fractions
+    split_kind: str = "paper"  # one of SPLIT_KINDS; "official" ignores the fractions
     augment: bool = False  # the paper describes no augmentation
     # Architecture (paper Table 1)
     filters: tuple[int, ...] = (64, 128, 256, 512)  # encoder blocks
@@ -86,6 +90,8 @@ class Config:
             raise AebonetError(f"keep {self.keep!r}: choose one of {', '.join(KEEP)}")
         if self.precision not in PRECISIONS:
             raise AebonetError(f"precision {self.precision!r}: choose one of {', '.join(PRECISIONS)}")
+        if self.split_kind not in SPLIT_KINDS:
+            raise AebonetError(f"split_kind {self.split_kind!r}: choose one of {', '.join(SPLIT_KINDS)}")
         if abs(sum(self.split) - 1) > 1e-6 or min(self.split) <= 0:
             raise AebonetError(f"split {self.split}: three positive fractions that sum to 1")
 

@@ -604,6 +604,7 @@ class BoneAgeData:
     cache_dir: Path | None = None
     problems: list[Problem] = field(default_factory=list)  # inputs left out (skip_bad)
     seed: int = 0  # the seed that drew the split (and, for the phantom, the images)
+    split_kind: str = "paper"  # how the split was made: "paper", "stratified" or "official"
 
     def __len__(self) -> int:
         """Return the number of images."""
@@ -653,7 +654,7 @@ def describe(data: BoneAgeData) -> str:
     return "\n".join([
         f"{len(data)} images of {data.image_size}x{data.image_size} pixels from {data.source}"
         + (f" (cache: {data.cache_dir})" if data.cache_dir else ""),
-        "splits: " + ", ".join(f"{name} {len(index)}" for name, index in data.splits.items()),
+        f"splits ({data.split_kind}): " + ", ".join(f"{name} {len(index)}" for name, index in data.splits.items()),
         sex_line(data.male),
         *age_histogram(data.y),
         f"problems: {len(data.problems)} input(s) left out{report}" if data.problems else "problems: none",
@@ -706,21 +707,36 @@ def default_cache_dir(raw: RawDataset, params: PreprocessParams, root: Path) -> 
     return root / "prepared" / f"{raw.root.name}-{key}-{params.tag()}"
 
 
-def make_splits(table: pd.DataFrame, ages: np.ndarray, fractions, seed: int, stratify: bool) -> dict[str, np.ndarray]:
-    """Return the official split when the rows carry one, else a seeded random (or age-stratified) split."""
-    if (table["split"] != "").all():
-        return splits_lib.official_split(table["split"])
-    return splits_lib.split_indices(len(table), fractions, seed, ages=ages, stratify=stratify)
+def chosen_split_kind(split_kind: str, stratify: bool) -> str:
+    """Return the split kind asked for, `stratify=True` being the older way to ask for 'stratified'."""
+    splits_lib.check_split_kind(split_kind)
+    if stratify and split_kind == "official":
+        raise AebonetError("stratify=True and split_kind='official' contradict each other; give split_kind alone")
+    return "stratified" if stratify else split_kind
 
 
-def data_from_cache(cache, source: str, fractions, seed: int, stratify: bool, problems) -> BoneAgeData:
+def make_splits(table: pd.DataFrame, ages: np.ndarray, fractions, seed: int, split_kind: str,
+                source: str) -> dict[str, np.ndarray]:
+    """Return the split asked for: the paper's seeded random one, stratified by age, or the official RSNA sets."""
+    return splits_lib.make_split(split_kind, len(table), fractions, seed, ages=ages, split_names=table["split"],
+                                 where=source)
+
+
+def check_official_sets(rows: pd.DataFrame, split_kind: str, source: str) -> None:
+    """Refuse an official split of rows that carry no official RSNA set, before any image is decoded."""
+    if split_kind == "official":
+        splits_lib.official_split(rows["split"], where=source)
+
+
+def data_from_cache(cache, source: str, fractions, seed: int, split_kind: str, problems) -> BoneAgeData:
     """Return the BoneAgeData of an opened cache, with its splits checked to be disjoint."""
     y = cache.table["boneage"].to_numpy(np.float32)
     ids = cache.table["id"].to_numpy(str)
-    splits = make_splits(cache.table, y, fractions, seed, stratify)
+    splits = make_splits(cache.table, y, fractions, seed, split_kind, source)
     splits_lib.check_disjoint(splits, ids)
     return BoneAgeData(X=cache.X, y=y, male=cache.table["male"].to_numpy(np.float32), ids=ids, splits=splits,
-                       params=cache.params, source=source, cache_dir=cache.path, problems=list(problems), seed=seed)
+                       params=cache.params, source=source, cache_dir=cache.path, problems=list(problems), seed=seed,
+                       split_kind=split_kind)
 
 
 def image_problems(raw: RawDataset, bad: pd.DataFrame) -> list[Problem]:
@@ -763,7 +779,7 @@ def open_prepared(source: Path, image_size: int | None, skip_bad: bool):
 
 
 def load_data(source: str | os.PathLike, image_size: int | None = 256, seed: int = 0,
-              split: Sequence[float] = (0.7, 0.15, 0.15), skip_bad: bool = False,
+              split: Sequence[float] = (0.7, 0.15, 0.15), split_kind: str = "paper", skip_bad: bool = False,
               cache_root: str | os.PathLike | None = None, clahe: bool = False, normalize: bool = False,
               layout: str = "auto", phantom_n: int = 1500, progress: bool = True, stratify: bool = False,
               csv: str | os.PathLike | None = None, image_col: str = "image", age_col: str = "boneage",
@@ -777,20 +793,27 @@ def load_data(source: str | os.PathLike, image_size: int | None = 256, seed: int
     any size). The cache goes to `cache_dir`, or under `cache_root` (default
     `$AEBONET_CACHE` or ~/.cache/aebonet); a second call with the same arguments only
     checks that nothing changed and opens it.
+
+    `split_kind` says how to split: "paper" (the default, whatever the layout: a random
+    split seeded by `seed` with the fractions `split`), "stratified" (the same sizes,
+    stratified by age; `stratify=True` says the same) or "official" (the RSNA
+    challenge's own sets, for a dataset in the official RSNA layout only).
     """
     from . import cache as cache_lib
 
     root = cache_lib.cache_root(cache_root)
+    split_kind = chosen_split_kind(split_kind, stratify)
+    splits_lib.check_fractions(split)
     if not is_phantom(source) and cache_lib.is_cache(source):
         cache, problems = open_prepared(Path(source), image_size, skip_bad)
-        return data_from_cache(cache, str(source), split, seed, stratify, problems)
+        return data_from_cache(cache, str(source), split, seed, split_kind, problems)
     params = PreprocessParams(256 if image_size is None else image_size, clahe, normalize)
     params.check()
-    splits_lib.check_fractions(split)
     folder = source
     if is_phantom(source):
         folder = phantom_dataset(phantom_count(source, phantom_n), params.image_size, seed, root, progress)
     raw = read_dataset(folder, layout, csv, image_col, age_col, sex_col)
+    check_official_sets(raw.good_rows, split_kind, str(source))
     cache_dir = Path(cache_dir) if cache_dir else default_cache_dir(raw, params, root)
     cache, problems = load_raw(raw, params, cache_dir, skip_bad, workers, progress)
-    return data_from_cache(cache, str(source), split, seed, stratify, problems)
+    return data_from_cache(cache, str(source), split, seed, split_kind, problems)

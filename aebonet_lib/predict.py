@@ -23,7 +23,7 @@ from .data import BoneAgeData
 from .errors import AebonetError
 from .files import atomic_write, write_json
 from .preprocess import PreprocessParams, to_uint8
-from .training import load_model, read_model_meta
+from .training import load_model, read_model_meta, read_record
 
 SPLITS = ("train", "val", "test", "all")
 PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"  # shipped models: pretrained/NAME/model.keras
@@ -68,16 +68,41 @@ def check_regressor(model_path: str | Path) -> dict:
     return meta
 
 
-def load_data_for_model(model_path: str | Path, source: str, skip_bad: bool = False, cache_root=None,
+def load_data_for_model(model_path: str | Path, source: str | None = None, skip_bad: bool = False, cache_root=None,
                         progress: bool = True) -> BoneAgeData:
-    """Load a dataset with the image size, preprocessing, split fractions and data seed the model was trained with."""
-    meta = check_regressor(resolve_model(model_path))
+    """Load a dataset (by default the model's training data) as the model was trained: size, preprocessing, split.
+
+    The split is made like the model's (kind, fractions and data seed); `split_index`
+    then prefers the split saved in the model's run folder, when there is one.
+    """
+    model_path = resolve_model(model_path)
+    meta = check_regressor(model_path)
     config = Config.from_dict(meta["config"])
     params = PreprocessParams.from_dict(meta["params"])
     seed = meta.get("data", {}).get("seed", config.seed)  # the data's seed, which experiments keep fixed across runs
-    return datasets.load_data(source, params.image_size, seed=seed, split=config.split, skip_bad=skip_bad,
-                              cache_root=cache_root, clahe=params.clahe, normalize=params.normalize,
-                              phantom_n=config.phantom_n, progress=progress)
+    return datasets.load_data(source or training_data(model_path), params.image_size, seed=seed, split=config.split,
+                              split_kind=config.split_kind, skip_bad=skip_bad, cache_root=cache_root,
+                              clahe=params.clahe, normalize=params.normalize, phantom_n=config.phantom_n,
+                              progress=progress)
+
+
+def recorded_data(model_path: str | Path) -> str | None:
+    """Return the data source recorded with a model: its run's config.json, else its model.json; None without one."""
+    record = read_record(Path(model_path).parent) or {}
+    if isinstance(record.get("data"), str):
+        return record["data"]
+    return read_model_meta(model_path).get("data", {}).get("source")
+
+
+def training_data(model_path: str | Path) -> str:
+    """Return the data a model was trained on, the default to evaluate it on; refuse one unknown or not here."""
+    source = recorded_data(model_path)
+    if source is None:
+        raise AebonetError(f"{model_path}: records no training data; pass --data with the data to evaluate it on")
+    if not datasets.is_phantom(source) and not Path(source).exists():
+        raise AebonetError(f"{model_path}: trained on {source}, which is not on this machine; "
+                           "pass --data with that dataset (or a copy of it)")
+    return source
 
 
 def check_same_preprocessing(data: BoneAgeData, meta: dict, model_path) -> None:
@@ -89,15 +114,45 @@ def check_same_preprocessing(data: BoneAgeData, meta: dict, model_path) -> None:
 
 
 def split_index(model_path: str | Path, data: BoneAgeData, split: str) -> np.ndarray:
-    """Return the indices of `split`: from the run folder's saved splits when they fit the data, else the data's own."""
+    """Return the indices of `split`: from the run folder's saved splits when it has them, else the data's own."""
     if split not in SPLITS:
         raise AebonetError(f"split {split!r}: choose one of {', '.join(SPLITS)}")
-    if split == "all":
-        return data.indices("all")
-    try:
-        return splits.load_splits(Path(model_path).parent, data.ids)[split]
-    except (AebonetError, KeyError):  # no saved splits, or the run used other data
+    folder = Path(model_path).parent / "splits"
+    if split == "all" or not (folder / f"{split}.txt").is_file():  # a shipped model has no saved splits
         return data.indices(split)
+    check_trained_on(model_path, data)
+    return splits.load_splits(folder.parent, data.ids)[split]
+
+
+def saved_split_ids(folder: Path) -> set[str]:
+    """Return every image id listed in a run's saved split files (folder/*.txt)."""
+    return {line.strip() for path in folder.glob("*.txt") for line in path.read_text().splitlines() if line.strip()}
+
+
+def check_trained_on(model_path: str | Path, data: BoneAgeData) -> None:
+    """Refuse data other than the model's training data: ids missing from its run's saved splits, or another phantom."""
+    listed = saved_split_ids(Path(model_path).parent / "splits")
+    missing = sorted(listed - set(np.asarray(data.ids, dtype=str)))
+    source = recorded_data(model_path)
+    if missing:
+        why = (f"{len(missing)} of the {len(listed)} images in its run's splits/ are not in it, "
+               f"for example id {missing[0]}")
+    elif other_phantom(model_path, source, data):
+        why = "another phantom draw, whose ids 1..N name other images"
+    else:
+        return
+    hint = f" ({source})" if source else ""
+    raise AebonetError(f"{model_path}: trained on other data than {data.source}: {why}; "
+                       f"pass --data with the data it was trained on{hint}")
+
+
+def other_phantom(model_path: str | Path, source: str | None, data: BoneAgeData) -> bool:
+    """Tell whether the data are a phantom other than the one the model was trained on (another count or seed)."""
+    if not (datasets.is_phantom(source) and datasets.is_phantom(data.source)):
+        return False
+    meta = read_model_meta(model_path)
+    n = datasets.phantom_count(source, Config.from_dict(meta["config"]).phantom_n)
+    return len(data) != n or data.seed != meta.get("data", {}).get("seed", data.seed)
 
 
 def predict_arrays(model: keras.Model, X: np.ndarray, male: np.ndarray | None = None, batch_size: int = 64,
@@ -139,7 +194,7 @@ def evaluate(model_path: str | Path, data: BoneAgeData, split: str = "test", out
     `trust` counts: flagged, out_of_range, unlike_training, flag_rate) and predictions.csv
     (id, true, predicted, sex and the flag columns) to `out_dir`, by default the model's
     folder. Errors are measured on the prediction clamped to 0-240 months. The split comes
-    from the run folder's saved splits when they match the data's ids.
+    from the run folder's saved splits; data that lacks their images is refused.
     """
     model_path = resolve_model(model_path)
     if out_dir is None and is_shipped(model_path):

@@ -3,8 +3,9 @@
 A split is a dict from a name ("train", "val", "test") to sorted indices into the
 dataset's arrays. The paper split the 12,611 RSNA training images at random into
 10,088 / 2,323 / 200; `paper_split` gives exactly those counts, and the same
-proportions for smaller sets. Whatever made a split, `check_disjoint` makes sure
-that no image is in two of them.
+proportions for smaller sets. Which kind of split a dataset gets is always asked
+for by name (`make_split`): "paper" (the default), "stratified" or "official".
+Whatever made a split, `check_disjoint` makes sure that no image is in two of them.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .config import PAPER_SPLIT
+from .config import PAPER_SPLIT, SPLIT_KINDS
 from .errors import AebonetError
 from .files import atomic_write
 
@@ -82,13 +83,34 @@ def paper_split(n: int = 12611, seed: int = 0) -> dict[str, np.ndarray]:
     return random_split(n, PAPER_SPLIT, seed)
 
 
-def official_split(split_names: Sequence[str]) -> dict[str, np.ndarray]:
+def official_split(split_names: Sequence[str], where: str = "official split") -> dict[str, np.ndarray]:
     """Return the split the RSNA challenge released, from each image's set name ("train", "val" or "test")."""
     split_names = np.asarray(split_names, dtype=str)
+    missing = int(np.sum(split_names == ""))
+    if missing:
+        raise AebonetError(f"{where}: {missing} of {len(split_names)} images belong to no official RSNA set, so there "
+                           "is no official split; give the RSNA release with its validation CSV and test ground truth, "
+                           "or use split_kind='paper' (--split paper, the default) or 'stratified'")
     unknown = sorted(set(split_names) - set(SPLIT_NAMES))
     if unknown:
-        raise AebonetError(f"official split: unknown set name(s) {unknown}; expected {', '.join(SPLIT_NAMES)}")
+        raise AebonetError(f"{where}: unknown set name(s) {unknown}; expected {', '.join(SPLIT_NAMES)}")
     return {name: np.flatnonzero(split_names == name) for name in SPLIT_NAMES}
+
+
+def check_split_kind(split_kind: str) -> str:
+    """Return the split kind, refusing anything but one of SPLIT_KINDS (paper, stratified, official)."""
+    if split_kind not in SPLIT_KINDS:
+        raise AebonetError(f"split kind {split_kind!r}: choose one of {', '.join(SPLIT_KINDS)}")
+    return split_kind
+
+
+def make_split(split_kind: str, n: int, fractions: Sequence[float] = PAPER_SPLIT, seed: int = 0,
+               ages: np.ndarray | None = None, split_names: Sequence[str] | None = None,
+               where: str = "official split") -> dict[str, np.ndarray]:
+    """Split `n` images as asked: the paper's seeded random split, the same stratified by age, or the official one."""
+    if check_split_kind(split_kind) == "official":
+        return official_split([""] * n if split_names is None else split_names, where)
+    return split_indices(n, fractions, seed, ages=ages, stratify=split_kind == "stratified")
 
 
 def check_disjoint(splits: dict[str, np.ndarray], ids: Sequence[str]) -> None:

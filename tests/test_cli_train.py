@@ -37,15 +37,40 @@ def test_pretrain_and_train_write_their_files(runs):
     assert (runs / "reg" / "model.keras").is_file() and (runs / "reg" / "model.json").is_file()
     assert read_json(runs / "ae" / "config.json")["command"].startswith("aebonet")
     assert read_json(runs / "reg" / "config.json")["backbone"] == "aebonet"
+    assert read_json(runs / "ae" / "config.json")["config"]["split_kind"] == "paper"  # the default, recorded
 
 
 def test_evaluate_prints_mae_and_mse_with_intervals(runs, capsys):
-    assert main(["evaluate", "--model", str(runs / "reg" / "model.keras"), "--data", "phantom:60"]) == 0
+    assert main(["evaluate", "--model", str(runs / "reg" / "model.keras")]) == 0  # --data: the training data
     out = capsys.readouterr().out
     assert "MAE" in out and "MSE" in out and "95% CI" in out
     metrics = read_json(runs / "reg" / "metrics.json")
     assert {"mae", "mse", "mae_ci95", "n"} <= set(metrics) and len(metrics["mae_ci95"]) == 2
     assert f"{metrics['mae']:.2f}" in out
+    assert metrics["data"] == "phantom:60"
+    assert metrics["n"] == len((runs / "reg" / "splits" / "test.txt").read_text().split())
+
+
+def test_evaluate_refuses_data_the_model_was_not_trained_on(runs, capsys):
+    assert main(["evaluate", "--model", str(runs / "reg" / "model.keras"), "--data", "phantom:40"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]  # after the progress bars of the new phantom
+    assert err.startswith("aebonet evaluate: error:")
+    assert "trained on other data than phantom:40" in err and "pass --data with the data it was trained on" in err
+
+
+def test_train_with_a_stratified_split_records_it(tmp_path, capsys):
+    from aebonet_lib.data import load_data
+
+    assert main(["train", *TINY, "--epochs", "1", "--split", "stratified", "--out", str(tmp_path / "strat")]) == 0
+    assert read_json(tmp_path / "strat" / "config.json")["config"]["split_kind"] == "stratified"
+    data = load_data("phantom:60", 32, split=(0.7, 0.15, 0.15), split_kind="stratified", progress=False)
+    assert (tmp_path / "strat" / "splits" / "test.txt").read_text().split() == data.ids[data.splits["test"]].tolist()
+    capsys.readouterr()
+    assert main(["train", *TINY, "--split", "official", "--out", str(tmp_path / "official")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("aebonet train: error:") and len(err.splitlines()) == 1
+    assert "belong to no official RSNA set" in err and "--split paper" in err
+    assert not (tmp_path / "official" / "config.json").exists()
 
 
 def test_predict_prints_csv_and_writes_it_with_out(runs, module_cache, capsys, tmp_path):

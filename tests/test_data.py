@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from conftest import SHARED_SAMPLE, blob_image, write_kaggle
 
-from aebonet_lib import cache, data
+from aebonet_lib import cache, data, splits
 from aebonet_lib.errors import AebonetError
 
 pytestmark = pytest.mark.usefixtures("tmp_cache")
@@ -202,13 +202,41 @@ def write_official(root, truth="xlsx"):
 
 
 @pytest.mark.parametrize("truth", ["xlsx", "csv"])
-def test_official_layout_uses_the_official_split(tmp_path, truth):
+def test_official_layout_gives_the_official_split_when_asked(tmp_path, truth):
     write_official(tmp_path / "rsna", truth)
-    d = load(tmp_path / "rsna")
+    d = load(tmp_path / "rsna", split_kind="official")
     assert {k: d.ids[v].tolist() for k, v in d.splits.items()} == {
         "train": [str(1000 + i) for i in range(6)], "val": ["2001", "2002", "2003"], "test": ["4360", "4361"]}
     assert d.y[d.splits["test"]].tolist() == pytest.approx([168.93, 169.65])  # decimal months kept
     assert d.male[d.splits["val"]].tolist() == [1, 0, 1] and d.male[d.splits["test"]].tolist() == [1, 0]
+    assert d.split_kind == "official"
+
+
+def test_official_layout_gets_the_paper_split_by_default(tmp_path):
+    write_official(tmp_path / "rsna")
+    d = load(tmp_path / "rsna", seed=3)
+    expected = splits.random_split(11, (0.7, 0.15, 0.15), seed=3)
+    assert d.split_kind == "paper" and all(np.array_equal(d.splits[k], expected[k]) for k in expected)
+    stratified = load(tmp_path / "rsna", seed=3, split_kind="stratified")
+    expected = splits.stratified_split(d.y, (0.7, 0.15, 0.15), seed=3)
+    assert stratified.split_kind == "stratified"
+    assert all(np.array_equal(stratified.splits[k], expected[k]) for k in expected)
+
+
+def test_official_split_is_refused_without_the_official_layout(kaggle_dir, tmp_path, monkeypatch):
+    monkeypatch.setattr(cache, "prepare_file", lambda *a: pytest.fail("decoded an image before refusing"))
+    with pytest.raises(AebonetError, match=r"12 of 12 images belong to no official RSNA set.*--split paper") as e:
+        load(kaggle_dir, split_kind="official")
+    assert str(kaggle_dir) in str(e.value) and "\n" not in str(e.value)
+    with pytest.raises(AebonetError, match="split kind 'random': choose one of paper, stratified, official"):
+        load(kaggle_dir, split_kind="random")
+
+
+def test_cache_of_the_official_layout_keeps_the_official_sets(tmp_path):
+    write_official(tmp_path / "rsna")
+    made = load(tmp_path / "rsna", cache_dir=tmp_path / "prepared")
+    official = data.load_data(tmp_path / "prepared", None, split_kind="official", progress=False)
+    assert made.split_kind == "paper" and official.ids[official.splits["test"]].tolist() == ["4360", "4361"]
 
 
 def test_two_ground_truth_files_are_refused(tmp_path):
@@ -232,7 +260,7 @@ def test_kaggle_test_set_has_no_labels(tmp_path):
     write_images(tmp_path / "k" / "boneage-test-dataset" / "boneage-test-dataset", ["4360", "4361", "4362"])
     pd.DataFrame({"Case ID": [4360, 4361, 4362], "Sex": ["M", "F", "M"]}).to_csv(
         tmp_path / "k" / "boneage-test-dataset.csv", index=False)
-    d = load(tmp_path / "k")
+    d = load(tmp_path / "k", split_kind="official")
     assert np.isnan(d.y).all() and d.male.tolist() == [1, 0, 1] and d.splits["test"].tolist() == [0, 1, 2]
 
 
@@ -384,7 +412,8 @@ def test_prepare_command(kaggle_dir, tmp_path, capsys):
     assert cli.main(["prepare", "--data", str(kaggle_dir), "--size", "32", "--out", str(out), "--workers", "1"]) == 0
     summary = capsys.readouterr().out
     labels = pd.read_csv(kaggle_dir / "boneage-training-dataset.csv")
-    assert f"12 images of 32x32 pixels from {kaggle_dir}" in summary and "splits: train 8, val 2, test 2" in summary
+    assert f"12 images of 32x32 pixels from {kaggle_dir}" in summary
+    assert "splits (paper): train 8, val 2, test 2" in summary
     assert f"sex: {labels['male'].sum()} boys, {(~labels['male']).sum()} girls" in summary
     assert "bone age (years):" in summary and "problems: none" in summary and cache.is_cache(out)
     (kaggle_dir / "boneage-training-dataset" / "1004.png").write_bytes(b"")
@@ -392,3 +421,5 @@ def test_prepare_command(kaggle_dir, tmp_path, capsys):
     assert "aebonet prepare: error: 1 bad input(s)" in capsys.readouterr().err
     assert cli.main(["prepare", "--data", str(kaggle_dir), "--size", "32", "--out", str(out), "--skip-bad"]) == 0
     assert "problems: 1 input(s) left out, listed in" in capsys.readouterr().out
+    assert cli.main(["prepare", "--data", str(kaggle_dir), "--split", "official", "--out", str(tmp_path / "c2")]) == 2
+    assert "belong to no official RSNA set" in capsys.readouterr().err

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -79,6 +80,34 @@ def test_evaluate_uses_the_split_saved_with_the_run(model_path, data, tmp_path):
     result = predict.evaluate(model_path, shuffled, out_dir=tmp_path, n_boot=10, progress=False)
     assert result["n"] == len(data.splits["test"])
     assert set(pd.read_csv(tmp_path / "predictions.csv", dtype={"id": str})["id"]) == set(data.ids[data.splits["test"]])
+
+
+def test_load_data_for_model_defaults_to_the_training_data(model_path, data, cache):
+    loaded = predict.load_data_for_model(model_path, cache_root=cache, progress=False)
+    assert loaded.source == "phantom:60" and loaded.ids.tolist() == data.ids.tolist()
+    assert np.array_equal(loaded.X, data.X) and loaded.split_kind == "paper"
+    assert predict.recorded_data(model_path) == "phantom:60"
+
+
+def test_evaluate_refuses_data_the_model_was_not_trained_on(model_path, config, tmp_path):
+    fewer = load_data("phantom:40", 32, split=config.split, cache_root=tmp_path, progress=False)
+    with pytest.raises(AebonetError, match=r"trained on other data than phantom:40: \d+ of the 60 images in its "
+                                           r"run's splits/ are not in it.*pass --data .*\(phantom:60\)$"):
+        predict.evaluate(model_path, fewer, out_dir=tmp_path, progress=False)
+    other_draw = load_data("phantom:60", 32, seed=1, split=config.split, cache_root=tmp_path, progress=False)
+    with pytest.raises(AebonetError, match="another phantom draw"):
+        predict.evaluate(model_path, other_draw, out_dir=tmp_path, progress=False)
+    assert not (tmp_path / "metrics.json").exists()
+
+
+def test_a_model_without_saved_splits_is_evaluated_on_the_datas_own_split(model_path, config, tmp_path):
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    for path in model_path.parent.glob("model.*"):
+        shutil.copyfile(path, alone / path.name)
+    fewer = load_data("phantom:40", 32, split=config.split, cache_root=tmp_path, progress=False)
+    result = predict.evaluate(alone / "model.keras", fewer, n_boot=10, progress=False)
+    assert result["n"] == len(fewer.splits["test"])
 
 
 def test_evaluate_refuses_other_preprocessing(model_path, data):

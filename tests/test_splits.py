@@ -13,6 +13,11 @@ def sizes(parts: dict) -> tuple[int, ...]:
     return tuple(len(parts[name]) for name in ("train", "val", "test"))
 
 
+def as_lists(parts: dict) -> dict:
+    """Return a split with plain lists of indices, to compare two splits with ==."""
+    return {name: index.tolist() for name, index in parts.items()}
+
+
 def test_paper_split_gives_the_papers_counts():
     assert sizes(splits.paper_split(12611)) == PAPER_SPLIT_SIZES == (10088, 2323, 200)
     assert sizes(splits.split_indices(12611, get_config("paper").split, seed=3)) == (10088, 2323, 200)
@@ -70,6 +75,25 @@ def test_official_split_from_set_names():
     assert {k: v.tolist() for k, v in parts.items()} == {"train": [0, 2], "val": [1], "test": [3]}
     with pytest.raises(AebonetError, match="unknown set name"):
         splits.official_split(["train", "validation"])
+
+
+def test_make_split_does_what_its_kind_says():
+    ages = np.linspace(0, 240, 40)
+    names = ["train"] * 30 + ["val"] * 6 + ["test"] * 4
+    for kind, expected in [("paper", splits.paper_split(40, seed=2)),
+                           ("stratified", splits.stratified_split(ages, PAPER_SPLIT, seed=2)),
+                           ("official", splits.official_split(names))]:
+        made = splits.make_split(kind, 40, PAPER_SPLIT, seed=2, ages=ages, split_names=names)
+        assert as_lists(made) == as_lists(expected)
+    with pytest.raises(AebonetError, match="split kind 'random': choose one of paper, stratified, official"):
+        splits.make_split("random", 40)
+
+
+def test_official_split_needs_a_set_for_every_image():
+    with pytest.raises(AebonetError, match=r"^rsna: 2 of 3 images belong to no official RSNA set.*'stratified'$"):
+        splits.official_split(["train", "", ""], where="rsna")
+    with pytest.raises(AebonetError, match="4 of 4 images belong to no official RSNA set"):
+        splits.make_split("official", 4)
 
 
 def test_save_and_load_round_trip(tmp_path):
