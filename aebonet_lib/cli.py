@@ -208,6 +208,8 @@ def add_experiment(sub) -> None:
     p.add_argument("--part", type=part_of, metavar="K/N",
                    help="real: train only every N-th run from the K-th (0-based), to share the plan between N "
                         "processes; then run once more without --part to collect the results")
+    p.add_argument("--collect-only", action="store_true",
+                   help="real: train nothing more; collect the results of the runs that have finished")
     p.set_defaults(func=run_experiment)
 
 
@@ -399,7 +401,7 @@ def fraction_list(text: str) -> tuple[float, ...]:
     return fractions
 
 
-EXPERIMENT_OPTIONS = {"fractions": ("label-efficiency", "real"), "part": ("real",), "steps": ("label-efficiency",),
+EXPERIMENT_OPTIONS = {"fractions": ("label-efficiency", "real"), "part": ("real",), "collect_only": ("real",), "steps": ("label-efficiency",),
                       "epochs": ("sex-input", "decoder"), "pretrain": ("label-efficiency", "sex-input"),
                       "pretrain_epochs": ("label-efficiency", "sex-input", "decoder"),
                       "size": ("label-efficiency", "sex-input", "decoder"),
@@ -409,7 +411,7 @@ EXPERIMENT_OPTIONS = {"fractions": ("label-efficiency", "real"), "part": ("real"
 def check_experiment_options(args: argparse.Namespace) -> None:
     """Refuse an option that the chosen experiment does not take."""
     for option, allowed in EXPERIMENT_OPTIONS.items():
-        if getattr(args, option) is not None and args.name not in allowed:
+        if getattr(args, option) not in (None, False) and args.name not in allowed:
             raise AebonetError(f"--{option.replace('_', '-')} does not apply to the {args.name} experiment; "
                                f"it is for {' and '.join(allowed)}")
 
@@ -453,7 +455,8 @@ def run_real_experiment(args: argparse.Namespace, start: float) -> int:
         raise AebonetError("the real experiment needs real radiographs: give --data with the RSNA folder "
                            "(such as ../shared/rsna_bone_age_256)")
     real.real_experiment(args.data, args.out, preset=args.preset or real.PRESET, num_seeds=args.seeds,
-                         fractions=args.fractions, command=command_line(), part=args.part)
+                         fractions=args.fractions, command=command_line(), part=args.part,
+                         collect_only=args.collect_only)
     print(f"runs in {args.out / 'runs'}; {(time.perf_counter() - start) / 60:.1f} minutes")
     return 0
 

@@ -144,14 +144,15 @@ def real_experiment(source: str | os.PathLike, out_dir: str | os.PathLike, prese
                     num_seeds: int | None = None, fractions: tuple[float, ...] | None = None, extras: bool = True,
                     command: str | None = None, cache_root: str | os.PathLike | None = None,
                     config: Config | None = None, budget: experiments.Budget | None = None,
-                    part: tuple[int, int] | None = None) -> Path:
+                    part: tuple[int, int] | None = None, collect_only: bool = False) -> Path:
     """Pretrain, fine-tune both arms at each label fraction and seed, test every run on test and val; return out_dir.
 
     `source` is the RSNA folder (Kaggle layout) or a cache of it. Rerun to resume. The
     results files (module `rsna_results`) go to out_dir/results. `config` and `budget`
     replace the preset's (tests use tiny ones). `part=(k, n)` trains only every n-th run,
     starting at the k-th (0-based), so that n processes can share the plan; a last call
-    without `part` then collects the results.
+    without `part` then collects the results. `collect_only` trains nothing more: it
+    collects the runs that have finished (and trains the phantom model if it is missing).
     """
     out_dir = Path(out_dir)
     config = config or get_config(preset)
@@ -172,6 +173,9 @@ def real_experiment(source: str | os.PathLike, out_dir: str | os.PathLike, prese
     log(f"pretrained: {pretrain_dir / 'encoder.keras'}")
     jobs = plan(budget.fractions, budget.num_seeds, extras)
     for job in jobs if part is None else jobs[part[0]::part[1]]:
+        if collect_only and not training.run_finished(out_dir / "runs" / job.name):
+            log(f"{job.name}: not finished; left out (collect only)")
+            continue
         run_dir = run_job(job, data, config, budget, pretrain_dir / "encoder.keras", out_dir / "runs")
         mae = {split: read_json(run_dir / split / "metrics.json")["mae"] for split in EVAL_SPLITS}
         log(f"{job.name}: test MAE {mae['test']:.2f}, val MAE {mae['val']:.2f} months")
