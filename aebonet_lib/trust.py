@@ -4,7 +4,8 @@ A regressor answers for any image, even a foot, an inverted radiograph or a blan
 one, and its answer looks as confident as any other. Chapter 6 puts two flags beside
 every prediction: `out_of_range` (the age is outside 0-240 months and is reported
 clamped) and `unlike_training` (an out-of-distribution score above the 99th
-percentile of the training images' scores). The scores are calibrated once, at the
+percentile of the training images' scores; for the autoencoder's reconstruction
+error also below the 1st, since a blank or synthetic image is redrawn too well). The scores are calibrated once, at the
 end of training, and saved beside the model as RUN/model.trust.json.
 """
 
@@ -171,6 +172,8 @@ def calibrate(model_path: str | Path, X_train: np.ndarray, autoencoder_path: str
     if len(scores) == 0:
         raise AebonetError(f"{model_path}: no training images to calibrate on; give the run's training split")
     record["threshold"] = float(np.percentile(scores, percentile))
+    if record["method"] == "reconstruction":  # too easy to redraw is suspect too: blank, synthetic, cropped images
+        record["low_threshold"] = float(np.percentile(scores, 100 - percentile))
     write_json(trust_path(model_path), record)
     return record
 
@@ -210,6 +213,11 @@ def calibrated_scores(record: dict, model_path: str | Path, X: np.ndarray, model
     return feature_distances(pooled_features(model, X), record["feature_mean"], record["feature_std"])
 
 
+def outside(scores: np.ndarray, record: dict) -> np.ndarray:
+    """Return which scores lie beyond the calibration's threshold (or, for reconstruction, below its low one)."""
+    return (scores > record["threshold"]) | (scores < record.get("low_threshold", -np.inf))
+
+
 def flag(model_path: str | Path, X: np.ndarray, y_hat: np.ndarray, male: np.ndarray | None = None,
          model: keras.Model | None = None) -> pd.DataFrame:
     """Return one row per image: the clamped prediction, the raw one, and the flags (chapter 6).
@@ -222,7 +230,7 @@ def flag(model_path: str | Path, X: np.ndarray, y_hat: np.ndarray, male: np.ndar
     record = read_calibration(model_path) or {}
     scores = calibrated_scores(record, model_path, X, model) if record else None
     out_of_range = (y_hat < AGE_RANGE[0]) | (y_hat > AGE_RANGE[1]) | ~np.isfinite(y_hat)
-    unlike = np.zeros(len(y_hat), bool) if scores is None else scores > record["threshold"]
+    unlike = np.zeros(len(y_hat), bool) if scores is None else outside(scores, record)
     table = pd.DataFrame({"predicted": np.clip(np.nan_to_num(y_hat, nan=AGE_RANGE[0]), *AGE_RANGE),
                           "predicted_raw": y_hat, "out_of_range": out_of_range,
                           "ood_score": np.full(len(y_hat), np.nan) if scores is None else scores,
@@ -250,6 +258,13 @@ def ordinal(number: float) -> str:
     return f"{number}{suffix}"
 
 
+def range_words(counts: dict) -> str:
+    """Return how a score must lie to be flagged: 'above', or 'outside the 1st to' for reconstruction errors."""
+    if counts.get("ood_method") != "reconstruction":
+        return "above"
+    return f"outside the {ordinal(100 - (counts.get('ood_percentile') or 99.0))} to"
+
+
 def counts_summary(counts: dict) -> str | None:
     """Return the one-line warning for `flag_counts` (or metrics.json) counts, or None when nothing is flagged."""
     if not counts.get("flagged"):
@@ -263,7 +278,7 @@ def counts_summary(counts: dict) -> str | None:
         words = METHOD_WORDS.get(counts.get("ood_method"), "score")
         percentile = ordinal(counts.get("ood_percentile") or 99.0)
         reasons.append(f"{counts['unlike_training']} unlike the training images "
-                       f"({words} above the {percentile} percentile of the training set)")
+                       f"({words} {range_words(counts)} the {percentile} percentile of the training set)")
     n, flagged = counts["n"], counts["flagged"]
     return (f"warning: {flagged} of {n} image{'s' if n > 1 else ''} flagged: {', '.join(reasons)}; "
             "see the flag columns")

@@ -155,7 +155,7 @@ def test_flag_summary_says_how_many_images_and_why(aebonet_model, data):
     table = trust.flag(aebonet_model, X, np.array([-20.0, 100.0, 100.0]))
     assert trust.flag_summary(table) == (
         "warning: 2 of 3 images flagged: 1 prediction outside 0-240 months (clamped), 1 unlike the training images "
-        "(reconstruction error above the 99th percentile of the training set); see the flag columns")
+        "(reconstruction error outside the 1st to the 99th percentile of the training set); see the flag columns")
     assert trust.flag_summary(table.iloc[1:2]) is None
     assert trust.ordinal(95) == "95th" and trust.ordinal(91) == "91st" and trust.ordinal(99.5) == "99.5th"
 
