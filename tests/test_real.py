@@ -136,3 +136,54 @@ def test_trust_report_measures_both_models_on_real_phantom_and_odd_images(tiny_e
     on_real = trust[trust.images == "RSNA val split"].set_index("model")
     assert on_real.mae.notna().all() and on_real.constant_mae.nunique() == 1  # one constant: the real training mean
     assert (tiny_experiment / "runs" / "phantom" / "aebonet" / "model.trust.json").is_file()
+
+
+SHARED_SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "rsna_sample"
+
+
+def test_the_rsna_cpu_model_ships_with_the_rsna_attribution():
+    from aebonet_lib import predict, training
+
+    assert "rsna-cpu" in predict.shipped_models()
+    meta = training.read_model_meta(predict.resolve_model("rsna-cpu"))
+    assert "Halabi" in meta["attribution"] and "non-commercial" in meta["attribution"]
+    assert (predict.resolve_model("rsna-cpu").with_suffix(".trust.json")).is_file()
+
+
+@pytest.mark.skipif(not SHARED_RSNA.is_dir(), reason="../shared/rsna_bone_age_256 is absent")
+def test_the_shipped_model_predicts_real_radiographs_within_a_sane_range():
+    from aebonet_lib import predict
+
+    labels = pd.read_csv(SHARED_RSNA / "boneage-training-dataset.csv").sample(12, random_state=1)
+    files = [SHARED_RSNA / "boneage-training-dataset" / f"{i}.jpg" for i in labels.id]
+    table = predict.predict_images("rsna-cpu", files, progress=False)
+    assert table.bone_age_months.between(0, 240).all()
+    errors = (table.bone_age_months.to_numpy() - labels.boneage.to_numpy())
+    assert np.abs(errors).mean() < 30  # the shipped model: 15.6 months on 2,323 images; predicting the mean: 32.9
+    assert not table.out_of_range.any()
+
+
+@pytest.mark.skipif(not SHARED_SAMPLE.is_dir(), reason="../shared/rsna_sample is absent")
+def test_the_shipped_model_reads_full_resolution_registered_radiographs(capsys):
+    from aebonet_lib.cli import main
+
+    assert main(["predict", "--model", "rsna-cpu", str(SHARED_SAMPLE / "boneage-training-dataset")]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].startswith("file,bone_age_months,bone_age") and len(lines) == 9
+
+
+def test_collect_only_leaves_out_unfinished_runs_and_trains_nothing(tiny_experiment):
+    source = (tiny_experiment.parent / "rsna") if SHARED_RSNA.is_dir() else "phantom:150"
+    budget = experiments.Budget(fractions=(0.25, 0.5, 1.0), num_seeds=1, pretrain_epochs=None, steps=None,
+                                min_epochs=2, stage_cuts=(1,))
+    real.real_experiment(str(source), tiny_experiment, config=get_config("cpu", **TINY), budget=budget, extras=False,
+                         collect_only=True)
+    assert not (tiny_experiment / "runs" / "labels-0.25").exists()
+    assert "labels-0.25/seed-0/scratch" not in set(rsna_results.load(tiny_experiment / "results").runs.run)
+
+
+def test_cli_refuses_real_experiment_options_elsewhere(capsys):
+    from aebonet_lib.cli import main
+
+    assert main(["experiment", "label-efficiency", "--collect-only", "--out", "x"]) == 2
+    assert "--collect-only does not apply" in capsys.readouterr().err
