@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import time
-import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,6 +27,7 @@ from .config import Config
 from .data import BoneAgeData
 from .errors import AebonetError
 from .files import atomic_path, atomic_write, read_json, require_empty_dir, write_json
+from .modelfiles import load_model, read_model_meta, save_model
 
 POLICIES = {"fp32": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
 STRATEGIES = ("none", "mirrored", "multiworker")
@@ -304,47 +304,6 @@ def make_datasets(data: BoneAgeData, config: Config, target: str, strategy: tf.d
 def epoch_bar(total: int, done: int, desc: str, progress: bool) -> tqdm:
     """Return a progress bar over a run's epochs, starting at the epochs already done."""
     return tqdm(total=total, initial=done, unit="epoch", desc=desc, disable=not progress)
-
-
-# Saving and loading models
-
-
-def save_model(model: keras.Model, path: str | Path, meta: dict) -> Path:
-    """Save a model in the .keras format, atomically, with a JSON sidecar (same name, .json) saying how to use it."""
-    path = Path(path)
-    if path.suffix != ".keras":
-        raise AebonetError(f"{path}: a model file name must end in .keras")
-    with atomic_path(path) as tmp:
-        model.save(tmp)
-    write_json(path.with_suffix(".json"), {**meta, "keras_version": keras.__version__})
-    return path
-
-
-def read_model_meta(path: str | Path) -> dict:
-    """Return the JSON sidecar of a model file written by `save_model`."""
-    path = Path(path)
-    if not path.is_file():
-        raise AebonetError(f"{path}: model file not found; give a .keras file written by aebonet "
-                           "(such as RUN/model.keras)")
-    if path.suffix != ".keras" or not zipfile.is_zipfile(path):
-        raise AebonetError(f"{path}: not a Keras model file; expected a .keras archive written by aebonet "
-                           "(such as RUN/model.keras)")
-    if not path.with_suffix(".json").is_file():
-        raise AebonetError(f"{path}: no {path.with_suffix('.json').name} beside it; "
-                           "expected a model written by aebonet, which saves one")
-    return read_json(path.with_suffix(".json"))
-
-
-def load_model(path: str | Path) -> tuple[keras.Model, dict]:
-    """Load a model saved by `save_model` in Keras's safe mode; return it with its sidecar."""
-    meta = read_model_meta(path)
-    try:
-        model = keras.saving.load_model(path, safe_mode=True, compile=False)
-    except Exception as e:  # Keras raises many types for a damaged archive
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise AebonetError(f"{path}: could not load the model ({reason}); "
-                           "the file is damaged or not an aebonet model") from None
-    return model, meta
 
 
 def recorded_source(source: str) -> str:

@@ -21,7 +21,7 @@ import pandas as pd
 from .data import BoneAgeData
 from .errors import AebonetError
 from .files import atomic_path, read_json, write_json
-from .training import load_model, read_model_meta
+from .modelfiles import load_model, read_model_meta
 
 AGE_RANGE = (0.0, 240.0)  # months: birth to 20 years, the span of the RSNA labels
 MAX_CALIBRATION_IMAGES = 3000  # training images scored for the calibration, at most
