@@ -66,7 +66,7 @@ def run_row(run_dir: Path, runs_dir: Path) -> dict:
     name = str(run_dir.relative_to(runs_dir))
     group, seed, arm = name.split("/")
     config = record["config"]
-    n_labels = sum(1 for _ in open(run_dir / "splits" / "train.txt"))
+    n_labels = len((run_dir / "splits" / "train.txt").read_text().split())
     row = {"run": name, "group": group, "arm": arm, "seed": int(seed.split("-")[1]),
            "fraction": float(group.split("-")[1]) if group.startswith("labels-") else 1.0,
            "sex_input": record["sex_input"], "augment": config["augment"], "n_labels": n_labels,
