@@ -1,6 +1,6 @@
-"""Every hyper-parameter in one place: the paper's settings and a CPU-sized preset.
+"""Every hyper-parameter in one place: the paper's settings (from `paper.py`) and presets sized for a CPU.
 
-The `paper` preset is the paper exactly (Tables 1 and 3 of Sirati-Amsheh et al. 2025);
+The `paper` preset is the recipe of `paper.py`: the paper's numbers, and our choices where it is silent;
 the `cpu` preset keeps the same architecture and recipe, shrunk so that a chapter
 trains in a minute or two on a laptop. Chapter 3 of the book walks through it.
 """
@@ -10,10 +10,11 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from .errors import AebonetError
+from aebonet_lib import paper
+from aebonet_lib.errors import AebonetError
 
 # The paper's random split of the 12,611 RSNA training images (train / validation / test).
-PAPER_SPLIT_SIZES = (10088, 2323, 200)
+PAPER_SPLIT_SIZES = paper.SPLIT_SIZES
 PAPER_SPLIT = tuple(n / sum(PAPER_SPLIT_SIZES) for n in PAPER_SPLIT_SIZES)
 # How a dataset is split: the paper's seeded random split, the same sizes stratified by age (our choice),
 # or the RSNA challenge's own training / validation / test sets (official layout only).
@@ -31,28 +32,28 @@ class Config:
 
     name: str
     # Data
-    image_size: int = 256  # square input, pixels
+    image_size: int = paper.IMAGE_SIZE  # square input, pixels
     phantom_n: int = 12611  # images generated for `--data phantom`
     split: tuple[float, float, float] = PAPER_SPLIT  # train / val / test fractions
     split_kind: str = "paper"  # one of SPLIT_KINDS; "official" ignores the fractions
-    augment: bool = False  # the paper describes no augmentation
-    # Architecture (paper Table 1)
-    filters: tuple[int, ...] = (64, 128, 256, 512)  # encoder blocks
-    bottleneck: int = 1024
+    augment: bool = False  # the paper describes none
+    # Architecture (paper.py)
+    filters: tuple[int, ...] = paper.ENCODER_FILTERS  # encoder blocks
+    bottleneck: int = paper.BOTTLENECK
     width: float = 1.0  # multiplier on every filter count
-    decoder: str = "upsample_conv"  # upsample then conv, as the paper describes
-    bn_momentum: float = 0.99  # BatchNormalization's moving-average momentum (Keras's default, as in the paper)
-    dense_units: int = 10
-    l2: float = 1e-4
+    decoder: str = "upsample_conv"  # our choice: upsample, then convolve (paper.CHOICES)
+    bn_momentum: float = 0.99  # our choice: Keras's default (the paper gives none)
+    dense_units: int = paper.DENSE_UNITS
+    l2: float = paper.L2
     sex_input: bool = False  # the paper has none
-    # Autoencoder pretraining (paper Table 2: five stages, 900 epochs)
-    ae_stages: tuple[int, ...] = (300, 200, 100, 150, 150)
-    ae_batch_size: int = 8
-    ae_lr: float = 1e-3
-    # Regressor fine-tuning (paper Table 3)
-    reg_num_epochs: int = 100
-    reg_batch_size: int = 16
-    reg_lr: float = 1e-3
+    # Autoencoder pretraining (paper.py: five stages, 900 epochs)
+    ae_stages: tuple[int, ...] = paper.AE_STAGES
+    ae_batch_size: int = paper.AE_BATCH_SIZE
+    ae_lr: float = paper.AE_LR
+    # Regressor fine-tuning (paper.py)
+    reg_num_epochs: int = paper.REG_NUM_EPOCHS  # our choice: the paper gives no count
+    reg_batch_size: int = paper.REG_BATCH_SIZE
+    reg_lr: float = paper.REG_LR
     freeze_epochs: int = 0  # epochs with the encoder frozen before fine-tuning it
     scale_output: bool = False  # learn age in SD units around the training mean (not in the paper)
     early_stopping_patience: int = 0  # stop after this many epochs without a better val MAE (0: off)

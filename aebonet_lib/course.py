@@ -11,9 +11,9 @@ import os
 import textwrap
 from pathlib import Path
 
-from .cache import cache_root
-from .config import Config, get_config
-from .data import is_phantom
+from aebonet_lib.config import Config, get_config
+from aebonet_lib.data.cache import cache_root
+from aebonet_lib.data.loading import is_phantom
 
 
 def preset_for(source: str) -> str:

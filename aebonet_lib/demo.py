@@ -12,12 +12,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import metrics, training
-from .config import get_config
-from .data import BoneAgeData, load_data
-from .files import atomic_write, require_empty_dir
-from .predict import evaluate
-from .tables import format_ci
+from aebonet_lib.config import get_config
+from aebonet_lib.data.loading import BoneAgeData, load_data
+from aebonet_lib.evaluation import metrics
+from aebonet_lib.evaluation.predict import evaluate
+from aebonet_lib.evaluation.tables import format_ci
+from aebonet_lib.runs import training
+from aebonet_lib.runs.files import atomic_write, require_empty_dir
 
 
 def mean_baseline(data: BoneAgeData, n_boot: int = 2000, seed: int = 0) -> dict:
@@ -27,7 +28,7 @@ def mean_baseline(data: BoneAgeData, n_boot: int = 2000, seed: int = 0) -> dict:
     return metrics.summarize(y_test, y_hat, n_boot=n_boot, seed=seed)
 
 
-def comparison_table(results: dict[str, dict]) -> pd.DataFrame:
+def demo_table(results: dict[str, dict]) -> pd.DataFrame:
     """Return one row per model: test MAE and MSE (months) with their 95 % bootstrap intervals."""
     rows = [{"model": name, "mae": r["mae"], "mae_low": r["mae_ci95"][0], "mae_high": r["mae_ci95"][1],
              "mse": r["mse"], "mse_low": r["mse_ci95"][0], "mse_high": r["mse_ci95"][1], "n": r["n"]}
@@ -64,7 +65,7 @@ def demo(out_dir: str | Path = "runs/demo", seed: int = 0, precision: str | None
     encoder = out_dir / "pretrain" / "encoder.keras"
     training.train(data, config, out_dir / "aebonet", encoder=encoder, resume=resume, progress=progress)
     training.train(data, config, out_dir / "scratch", backbone="scratch", resume=resume, progress=progress)
-    table = comparison_table({
+    table = demo_table({
         "predict the training mean": mean_baseline(data, seed=seed),
         "from scratch": evaluate(out_dir / "scratch" / "model.keras", data, seed=seed, progress=progress),
         "AE-BoNet": evaluate(out_dir / "aebonet" / "model.keras", data, seed=seed, progress=progress),

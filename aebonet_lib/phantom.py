@@ -26,8 +26,8 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from . import files, hardware
-from .errors import AebonetError
+from aebonet_lib.errors import AebonetError
+from aebonet_lib.runs import files, hardware
 
 # ---------------------------------------------------------------------------------------
 # The maturity timeline: data, not code

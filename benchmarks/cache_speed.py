@@ -23,14 +23,16 @@ from pathlib import Path
 
 import numpy as np
 
-from aebonet_lib import cache, data, hardware, phantom
-from aebonet_lib.preprocess import PreprocessParams
+from aebonet_lib import phantom
+from aebonet_lib.data import cache, loading, readers
+from aebonet_lib.data.preprocess import PreprocessParams
+from aebonet_lib.runs import hardware
 
 FULL_SIZE = (2080, 1600)  # height, width of an RSNA radiograph
 READ_TARGET = 5000  # images/s the batch reader must reach at 256 x 256
 
 
-def time_build(raw: data.RawDataset, params: PreprocessParams, folder: Path, workers: int) -> float:
+def time_build(raw: readers.RawDataset, params: PreprocessParams, folder: Path, workers: int) -> float:
     """Build a fresh cache of a dataset and return images per second."""
     start = time.perf_counter()
     built = cache.build_cache(raw.good_rows, params, folder, workers=workers, progress=False)
@@ -40,16 +42,16 @@ def time_build(raw: data.RawDataset, params: PreprocessParams, folder: Path, wor
 def build_speeds(work: Path, n: int, repeats: int, workers: int) -> list[float]:
     """Write n full-size phantom PNGs, then time `repeats` cache builds from them."""
     raw_dir = phantom.write_dataset(work / "raw", n, size=FULL_SIZE, seed=0, progress=False)
-    raw = data.read_dataset(raw_dir)
+    raw = readers.read_dataset(raw_dir)
     return [time_build(raw, PreprocessParams(256), work / f"cache{r}", workers) for r in range(repeats)]
 
 
-def reading_data(built: cache.Cache, n: int, folder: Path) -> data.BoneAgeData:
+def reading_data(built: cache.Cache, n: int, folder: Path) -> loading.BoneAgeData:
     """Return a BoneAgeData of n cached 256 x 256 images (the built ones repeated) read from a memmap on disk."""
     rows = np.resize(np.arange(len(built.X)), n)
     path = folder / "read.npy"
     np.save(path, np.asarray(built.X)[rows])
-    return data.BoneAgeData(X=np.load(path, mmap_mode="r"), y=np.linspace(1, 228, n, dtype=np.float32),
+    return loading.BoneAgeData(X=np.load(path, mmap_mode="r"), y=np.linspace(1, 228, n, dtype=np.float32),
                             male=(np.arange(n) % 2).astype(np.float32), ids=np.array([str(i) for i in range(n)]),
                             splits={"train": np.arange(n)}, params=built.params, source="benchmark")
 
@@ -63,9 +65,9 @@ def epoch_speed(ds, n: int) -> float:
     return n / (time.perf_counter() - start)
 
 
-def read_speeds(prepared: data.BoneAgeData, repeats: int, batch_size: int, augment: bool) -> list[float]:
+def read_speeds(prepared: loading.BoneAgeData, repeats: int, batch_size: int, augment: bool) -> list[float]:
     """Time whole epochs of shuffled batches (after one warm-up epoch); return images per second for each."""
-    from aebonet_lib import pipeline
+    from aebonet_lib.data import pipeline
 
     ds = pipeline.make_tf_dataset(prepared, "train", batch_size, augment=augment, seed=0)
     epoch_speed(ds, len(prepared))  # warm-up: graph tracing, memmap pages into memory

@@ -33,8 +33,9 @@ import jax.numpy as jnp  # noqa: E402
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from aebonet_lib import models  # noqa: E402
-from aebonet_lib.config import get_config  # noqa: E402
+from aebonet_lib import paper
+from aebonet_lib.config import get_config
+from aebonet_lib.models import measures
 
 POLICIES = {"fp32": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
 DTYPES = {"fp32": jnp.float32, "bf16": jnp.bfloat16, "fp16": jnp.float16}
@@ -87,9 +88,9 @@ def build(task: str, decoder: str, precision: str, image_size: int, width: float
     keras.config.set_dtype_policy(POLICIES[precision])
     try:
         if task == "autoencoder":
-            model = models.build_autoencoder(config)
+            model = paper.build_autoencoder(config)
         else:
-            model = models.build_scratch_regressor(config, y_mean=127.0, y_std=41.0)
+            model = paper.build_scratch_regressor(config, y_mean=127.0, y_std=41.0)
     finally:
         keras.config.set_dtype_policy(previous)
     lr = config.ae_lr if task == "autoencoder" else config.reg_lr
@@ -110,7 +111,7 @@ def training_row(task: str, decoder: str, precision: str, batch: int, steps: int
     compile_seconds = time.perf_counter() - start
     seconds = [timed(fit, 1)[0] for _ in range(repeats)]
     images_per_s = batch * steps / statistics.median(seconds)
-    flops = models.count_flops(model)
+    flops = measures.count_flops(model)
     return {"task": task, "image_size": image_size, "width": width, "decoder": decoder, "precision": precision,
             "jit": True, "xla": True, "batch_size": batch, "steps": steps, "warmup": steps, "repeats": repeats,
             "device": device_name(), "backend": f"keras {keras.__version__} on jax {jax.__version__}",

@@ -16,7 +16,8 @@ import resource
 import statistics
 import time
 
-from aebonet_lib import hardware, phantom
+from aebonet_lib import phantom
+from aebonet_lib.runs import hardware
 
 
 def cpu_seconds() -> float:

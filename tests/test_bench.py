@@ -1,4 +1,4 @@
-"""Tests of aebonet_lib.bench and aebonet_lib.hardware: the report's structure, FLOP accounting, targets, detection.
+"""Tests of aebonet_lib.bench and aebonet_lib.runs.hardware: the report's structure, FLOP accounting, targets, detection.
 
 No timed assertions: speed is what `aebonet bench` measures, not what a test checks.
 """
@@ -10,10 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from aebonet_lib import bench, hardware, models
-from aebonet_lib.cli import build_parser
+from aebonet_lib import paper
+from aebonet_lib.bench import markdown, measure, plans
+from aebonet_lib.cli_parser import build_parser
 from aebonet_lib.config import get_config
 from aebonet_lib.errors import AebonetError
+from aebonet_lib.models import measures
+from aebonet_lib.runs import hardware
 
 FAKE_CPUINFO = """processor\t: 0
 vendor_id\t: AuthenticAMD
@@ -26,14 +29,14 @@ model name\t: AMD EPYC 9R14 96-Core Processor
 flags\t\t: fpu sse avx2 fma avx512f avx512_vnni avx512_bf16
 """
 
-TINY_CASE = bench.TrainCase("autoencoder", 32, 0.125, "upsample_conv", "fp32", False, batch_size=2, steps=1,
+TINY_CASE = plans.TrainCase("autoencoder", 32, 0.125, "upsample_conv", "fp32", False, batch_size=2, steps=1,
                             warmup=1, repeats=1)
 
 
-def tiny_plan(training=(TINY_CASE,)) -> bench.Plan:
+def tiny_plan(training=(TINY_CASE,)) -> plans.Plan:
     """Return a plan of the smallest sizes: tiny peaks, 4 small PNGs, one 32-px training case, one latency."""
-    return bench.Plan("tiny", 1, ("fp32",), 64, 1, 0.0, (((64, 64), 2),), (96, 80), 4, (1,), 32, (2,), 6,
-                      tuple(training), (bench.LatencyCase(32, 0.125, "fp32", False, 1, repeats=1),),
+    return plans.Plan("tiny", 1, ("fp32",), 64, 1, 0.0, (((64, 64), 2),), (96, 80), 4, (1,), 32, (2,), 6,
+                      tuple(training), (plans.LatencyCase(32, 0.125, "fp32", False, 1, repeats=1),),
                       conv_shapes=((8, 8, 8), (4, 4, 16)))
 
 
@@ -41,7 +44,7 @@ def tiny_plan(training=(TINY_CASE,)) -> bench.Plan:
 def tiny_run(tmp_path_factory):
     """Run the tiny plan once; return the result and the JSON path."""
     out = tmp_path_factory.mktemp("bench") / "bench.json"
-    return bench.run(out=out, plan=tiny_plan(), progress=False), out
+    return measure.run(out=out, plan=tiny_plan(), progress=False), out
 
 
 # --- hardware ------------------------------------------------------------------------------
@@ -59,21 +62,34 @@ def test_parse_meminfo_in_gib():
     assert hardware.parse_meminfo("") is None
 
 
-@pytest.mark.parametrize("gpus, flags, expected", [
-    ([{"name": "H100", "compute_capability": [9, 0]}], [], "bf16"),
-    ([{"name": "A100", "compute_capability": [8, 0]}], [], "bf16"),
-    ([{"name": "T4", "compute_capability": [7, 5]}], ["amx_bf16"], "fp16"),
-    ([{"name": "P100", "compute_capability": [6, 0]}], ["amx_bf16"], "fp32"),
-    ([], ["avx512f", "amx_tile", "amx_bf16"], "bf16"),
-    ([], hardware.parse_cpuinfo(FAKE_CPUINFO)["flags"], "fp32"),  # AVX512-BF16 without AMX: fp32 measured as fast
-    ([], ["avx2", "fma", "avx512f"], "fp32"),
+@pytest.mark.parametrize("gpus, flags, width, expected", [
+    ([{"name": "H100", "compute_capability": [9, 0]}], [], 0.25, "bf16"),
+    ([{"name": "A100", "compute_capability": [8, 0]}], [], None, "bf16"),
+    ([{"name": "T4", "compute_capability": [7, 5]}], ["amx_bf16"], 1.0, "fp16"),
+    ([{"name": "P100", "compute_capability": [6, 0]}], ["amx_bf16"], 1.0, "fp32"),
+    ([], ["avx512f", "amx_tile", "amx_bf16"], 0.25, "fp32"),  # the cpu preset on AMX: bf16 measured 0.72x
+    ([], ["avx512f", "amx_tile", "amx_bf16"], None, "fp32"),
+    ([], ["avx512f", "amx_tile", "amx_bf16"], 1.0, "bf16"),
+    ([], hardware.parse_cpuinfo(FAKE_CPUINFO)["flags"], 1.0, "bf16"),  # AVX512-BF16, full width: 1.8-2x measured
+    ([], hardware.parse_cpuinfo(FAKE_CPUINFO)["flags"], 0.25, "fp32"),  # the cpu preset gains nothing
+    ([], ["avx2", "fma", "avx512f"], 1.0, "fp32"),
 ])
-def test_best_precision(gpus, flags, expected):
-    assert hardware.best_precision(gpus, flags) == expected
+def test_best_precision_follows_the_measurements(gpus, flags, width, expected):
+    assert hardware.best_precision(gpus, flags, width) == expected
+
+
+def test_auto_precision_is_fp32_for_the_cpu_preset_on_any_cpu(monkeypatch):
+    from aebonet_lib.config import get_config
+    from aebonet_lib.runs import devices
+
+    monkeypatch.setattr(hardware, "gpu_info", lambda: [])
+    for flags in (["avx512f", "amx_tile", "amx_bf16"], ["avx512_bf16"], ["avx2"]):
+        monkeypatch.setattr(hardware, "cpu_info", lambda flags=flags: {"flags": flags})
+        assert devices.resolve_precision(get_config("cpu")).precision == "fp32"
 
 
 def test_describe_this_machine():
-    info = hardware.describe()
+    info = hardware.describe_machine()
     assert info["available_cpus"] >= 1
     assert set(info["cpu_flags"]) == set(hardware.CPU_FLAGS)
     assert info["best_precision"] in ("fp32", "bf16", "fp16")
@@ -83,9 +99,9 @@ def test_describe_this_machine():
 
 
 def test_training_row_counts_three_forward_passes():
-    row, = bench.measure_training([TINY_CASE])
-    bench.fresh_keras()
-    forward = models.count_flops(models.build_autoencoder(TINY_CASE.config()))
+    row, = measure.measure_training([TINY_CASE])
+    plans.fresh_keras()
+    forward = measures.count_flops(paper.build_autoencoder(TINY_CASE.config()))
     assert row["forward_gflop_per_image"] == pytest.approx(forward / 1e9)
     assert row["train_gflops"] == pytest.approx(3 * forward * row["images_per_s"] / 1e9)
     assert row["images_per_s"] > 0 and len(row["seconds"]) == TINY_CASE.repeats
@@ -93,7 +109,7 @@ def test_training_row_counts_three_forward_passes():
 
 def test_schedule_flops_follow_the_paper_split_and_epochs():
     paper = get_config("paper")
-    phases = bench.schedule_flops({"autoencoder": 1, "regressor": 2}, paper)
+    phases = markdown.schedule_flops({"autoencoder": 1, "regressor": 2}, paper)
     assert phases["autoencoder"] == paper.ae_num_epochs * (10088 * 3 + 2323)
     assert phases["regressor"] == paper.reg_num_epochs * (10088 * 3 + 2323) * 2
 
@@ -103,7 +119,7 @@ def test_schedule_flops_follow_the_paper_split_and_epochs():
     ("NVIDIA A100-SXM4-80GB", "A100"), ("Tesla T4", None),
 ])
 def test_published_peak_matches_gpu_names(name, label):
-    peak = bench.published_peak(name)
+    peak = markdown.published_peak(name)
     assert (peak[0] if peak else None) == label
 
 
@@ -116,20 +132,20 @@ def gpu_row(task: str, batch_size: int, gflops: float) -> dict:
 def test_estimate_uses_the_measured_gpu_utilisation():
     flops = {"autoencoder": 48.5e9, "regressor": 9.7e9}
     training = [gpu_row("autoencoder", 8, 494_700.0), gpu_row("autoencoder", 64, 900_000.0), gpu_row("regressor", 16, 98_940.0)]
-    estimate = bench.estimate_schedule(training, flops)
+    estimate = markdown.estimate_schedule(training, flops)
     measured, h100 = estimate["rows"][0], estimate["rows"][1]
     assert measured["kind"] == "measured rate" and "H100" in measured["what"]
     assert h100["utilisation"]["autoencoder"] == pytest.approx(0.5)  # the paper's batch 8, not the faster batch 64
     assert h100["utilisation"]["regressor"] == pytest.approx(0.1)
-    phases = bench.schedule_flops(flops, get_config("paper"))
+    phases = markdown.schedule_flops(flops, get_config("paper"))
     assert measured["autoencoder"] == pytest.approx(phases["autoencoder"] / 494_700e9 / 3600)
     assert h100["total"] == pytest.approx(measured["total"])  # the same GPU at its own measured utilisation
 
 
 def test_estimate_without_a_gpu_states_its_assumption():
-    estimate = bench.estimate_schedule([], {"autoencoder": 48.5e9, "regressor": 9.7e9})
+    estimate = markdown.estimate_schedule([], {"autoencoder": 48.5e9, "regressor": 9.7e9})
     assert all("assumed" in row["kind"] for row in estimate["rows"])
-    assert {row["utilisation"]["autoencoder"] for row in estimate["rows"]} == set(bench.ASSUMED_UTILISATION)
+    assert {row["utilisation"]["autoencoder"] for row in estimate["rows"]} == set(plans.ASSUMED_UTILISATION)
 
 
 # --- targets ------------------------------------------------------------------------------
@@ -141,14 +157,14 @@ def test_targets_pass_and_miss_with_margins():
                 {"size": 256, "augment": False, "batch_size": 16, "images_per_s": 5000.0},
                 {"size": 256, "augment": True, "batch_size": 8, "images_per_s": 100.0}]
     demo = [{"command": "aebonet demo", "wall_s": 450.0}]
-    peak, feed, wall = bench.check_targets({"training": training, "pipeline": pipeline, "demo": demo})
+    peak, feed, wall = markdown.check_targets({"training": training, "pipeline": pipeline, "demo": demo})
     assert (peak["status"], peak["margin"]) == ("miss", pytest.approx(-0.2))
     assert (feed["status"], feed["measured"], feed["margin"]) == ("pass", 3000.0, pytest.approx(0.5))
     assert (wall["status"], wall["margin"]) == ("pass", pytest.approx(0.25))
 
 
 def test_targets_not_measured():
-    assert {t["status"] for t in bench.check_targets({"training": [], "pipeline": [], "demo": []})} == {"not measured"}
+    assert {t["status"] for t in markdown.check_targets({"training": [], "pipeline": [], "demo": []})} == {"not measured"}
 
 
 # --- a whole (tiny) run ----------------------------------------------------------------------
@@ -183,32 +199,32 @@ def test_run_rows_say_what_was_run(tiny_run):
 
 
 def test_a_failed_measurement_becomes_a_row():
-    bad_case = bench.TrainCase("autoencoder", 33, 0.125, "upsample_conv", "fp32", False, batch_size=2, steps=1)
-    good, bad = bench.run_job(bench.Job("training", "a group", lambda: bench.measure_training([TINY_CASE, bad_case])))
+    bad_case = plans.TrainCase("autoencoder", 33, 0.125, "upsample_conv", "fp32", False, batch_size=2, steps=1)
+    good, bad = measure.run_job(measure.Job("training", "a group", lambda: measure.measure_training([TINY_CASE, bad_case])))
     assert "error" not in good and good["images_per_s"] > 0
-    assert bad["label"] == bench.case_label(bad_case) and "image_size 33" in bad["error"]
-    broken, = bench.run_job(bench.Job("demo", "broken", lambda: 1 / 0))
+    assert bad["label"] == measure.case_label(bad_case) and "image_size 33" in bad["error"]
+    broken, = measure.run_job(measure.Job("demo", "broken", lambda: 1 / 0))
     assert broken["label"] == "broken" and broken["error"].startswith("ZeroDivisionError")
 
 
 def test_race_takes_turns():
     order = []
-    setups = [(name, lambda name=name: bench.Contender(name, lambda: order.append(name), lambda s: {"n": len(s)}))
+    setups = [(name, lambda name=name: plans.Contender(name, lambda: order.append(name), lambda s: {"n": len(s)}))
               for name in "ab"]
-    rows = bench.race(setups, repeats=2)
+    rows = plans.race(setups, repeats=2)
     assert order == ["a", "b", "a", "b"]
     assert rows == [{"label": "a", "n": 2}, {"label": "b", "n": 2}]
 
 
 def test_out_must_be_json(tmp_path):
     with pytest.raises(AebonetError, match=r"\.json"):
-        bench.run(out=tmp_path / "bench.txt", plan=tiny_plan())
+        measure.run(out=tmp_path / "bench.txt", plan=tiny_plan())
 
 
 @pytest.mark.skipif(bool(hardware.gpu_info()), reason="this machine has a GPU")
 def test_gpu_check_needs_a_gpu(tmp_path):
     with pytest.raises(AebonetError, match="sees no GPU"):
-        bench.run("gpu", out=tmp_path / "bench.json")
+        measure.run("gpu", out=tmp_path / "bench.json")
 
 
 def test_bench_options():
@@ -220,25 +236,25 @@ def test_bench_options():
 
 
 def test_command_text_names_the_plan():
-    plan = bench.make_plan("gpu", demo=[None, "bf16"])
-    assert bench.command_text(plan, Path("b.json"), None) == "aebonet bench --gpu-check --out b.json --demo bf16"
-    assert bench.command_text(bench.make_plan("full"), Path("b.json"), "g.json") == "aebonet bench --out b.json --gpu-json g.json"
+    plan = plans.make_plan("gpu", demo=[None, "bf16"])
+    assert measure.command_text(plan, Path("b.json"), None) == "aebonet bench --gpu-check --out b.json --demo bf16"
+    assert measure.command_text(plans.make_plan("full"), Path("b.json"), "g.json") == "aebonet bench --out b.json --gpu-json g.json"
 
 
 def test_plans_are_well_formed():
-    for mode in bench.PLANS:
-        plan = bench.make_plan(mode, demo=[None])
+    for mode in plans.PLANS:
+        plan = plans.make_plan(mode, demo=[None])
         assert plan.demo == (None,) and plan.training and plan.latency
         for case in plan.training:
             case.config()  # every case is a valid recipe
-    assert {c.precision for c in bench.make_plan("gpu").training} == {"fp32", "bf16", "fp16"}
+    assert {c.precision for c in plans.make_plan("gpu").training} == {"fp32", "bf16", "fp16"}
 
 
 @pytest.mark.parametrize("name, card", [("h200-keras-jax", "H200"), ("h100-keras-jax", "H100")])
 def test_shipped_gpu_measurements_give_a_schedule(name, card):
-    results = bench.measured_results(name)
-    assert card in results["device"] and bench.published_peak(results["device"])
-    basis = bench.measured_basis(results["training"], "GPU", "bf16")
+    results = plans.measured_results(name)
+    assert card in results["device"] and markdown.published_peak(results["device"])
+    basis = markdown.measured_basis(results["training"], "GPU", "bf16")
     assert basis["autoencoder"]["batch_size"] == 8 and basis["regressor"]["task"] == "regressor"
-    row = bench.measured_estimate(basis, bench.schedule_flops(bench.paper_flops(), get_config("paper")), card)
+    row = markdown.measured_estimate(basis, markdown.schedule_flops(markdown.paper_flops(), get_config("paper")), card)
     assert 1 < row["total"] < 3  # hours: the paper's schedule on one such card, from its measured rates

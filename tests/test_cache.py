@@ -8,9 +8,9 @@ import pandas as pd
 import pytest
 from conftest import blob_image
 
-from aebonet_lib import cache
+from aebonet_lib.data import cache
+from aebonet_lib.data.preprocess import PreprocessParams
 from aebonet_lib.errors import AebonetError
-from aebonet_lib.preprocess import PreprocessParams
 
 PARAMS = PreprocessParams(image_size=32)
 
@@ -127,3 +127,20 @@ def test_a_build_killed_midway_does_not_block_the_next(tmp_path):
     (folder / cache.ALL_IMAGES).unlink()
     with pytest.raises(AebonetError, match="not a cache"):
         cache.require_cache_folder(folder)
+
+
+def test_a_prepared_cache_serves_a_smaller_size_derived_once(tmp_path):
+    from aebonet_lib.data.loading import load_data
+
+    table = rows_for(tmp_path / "src", n=12)
+    big = cache.build_cache(table, PreprocessParams(image_size=64), tmp_path / "c64", workers=1, progress=False)
+    data = load_data(tmp_path / "c64", 32, cache_root=tmp_path / "root", progress=False)
+    assert data.X.shape == (12, 32, 32) and data.params.image_size == 32
+    direct = cache.build_cache(table, PARAMS, tmp_path / "c32", workers=1, progress=False)
+    assert np.abs(data.X.astype(int) - direct.X.astype(int)).mean() < 8  # the same images up to interpolation
+    derived = cache.derived_dir(big, 32, tmp_path / "root")
+    stamp = (derived / cache.IMAGES).stat().st_mtime_ns
+    again = load_data(tmp_path / "c64", 32, cache_root=tmp_path / "root", progress=False)
+    assert np.array_equal(again.X, data.X) and (derived / cache.IMAGES).stat().st_mtime_ns == stamp
+    with pytest.raises(AebonetError, match="only upsample"):
+        load_data(tmp_path / "c64", 128, cache_root=tmp_path / "root", progress=False)

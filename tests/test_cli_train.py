@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from aebonet_lib.cli import main
-from aebonet_lib.files import read_json
+from aebonet_lib.runs.files import read_json
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["--data", "phantom:60", "--size", "32", "--width", "0.125"]
@@ -59,7 +59,7 @@ def test_evaluate_refuses_data_the_model_was_not_trained_on(runs, capsys):
 
 
 def test_train_with_a_stratified_split_records_it(tmp_path, capsys):
-    from aebonet_lib.data import load_data
+    from aebonet_lib.data.loading import load_data
 
     assert main(["train", *TINY, "--epochs", "1", "--split", "stratified", "--out", str(tmp_path / "strat")]) == 0
     assert read_json(tmp_path / "strat" / "config.json")["config"]["split_kind"] == "stratified"

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from conftest import SHARED_SAMPLE, blob_image, write_kaggle
 
-from aebonet_lib import cache, data, splits
+from aebonet_lib.data import cache, imagefiles, loading, preprocess, splits
 from aebonet_lib.errors import AebonetError
 
 pytestmark = pytest.mark.usefixtures("tmp_cache")
@@ -15,7 +15,7 @@ pytestmark = pytest.mark.usefixtures("tmp_cache")
 
 def load(source, **kwargs):
     """Call load_data at 32 pixels, one process, no progress bar."""
-    return data.load_data(source, 32, progress=False, workers=1, **kwargs)
+    return loading.load_data(source, 32, progress=False, workers=1, **kwargs)
 
 
 # ---------------------------------------------------------------- the Kaggle layout and the phantom
@@ -48,7 +48,7 @@ def test_nested_kaggle_folder(tmp_path):
 def test_phantom_source(tmp_cache):
     d = load("phantom:6")
     assert d.X.shape == (6, 32, 32) and not np.isnan(d.y).any() and set(d.male) <= {0.0, 1.0}
-    folder = tmp_cache / "datasets" / f"phantom-n6-s32-seed0-v{data.phantom_version()}"
+    folder = tmp_cache / "datasets" / f"phantom-n6-s32-seed0-v{loading.phantom_version()}"
     assert (folder / "boneage-training-dataset.csv").is_file()
     assert not [p for p in (tmp_cache / "datasets").iterdir() if p.name.startswith(".")]  # no half-made dataset left
     assert np.array_equal(load("phantom:6").X, d.X)
@@ -59,18 +59,18 @@ def test_phantom_source(tmp_cache):
 
 def test_cache_folder_as_source(kaggle_dir, tmp_path):
     made = load(kaggle_dir, cache_dir=tmp_path / "prepared")
-    again = data.load_data(tmp_path / "prepared", None, progress=False)
+    again = loading.load_data(tmp_path / "prepared", None, progress=False)
     assert np.array_equal(again.X, made.X) and again.ids.tolist() == made.ids.tolist()
     with pytest.raises(AebonetError, match="holds 32-pixel images but 64"):
-        data.load_data(tmp_path / "prepared", 64)
+        loading.load_data(tmp_path / "prepared", 64)
 
 
 def test_cache_folder_with_problems_needs_skip_bad(kaggle_dir, tmp_path):
     (kaggle_dir / "boneage-training-dataset" / "1000.png").write_bytes(b"not a png")
     load(kaggle_dir, cache_dir=tmp_path / "prepared", skip_bad=True)
     with pytest.raises(AebonetError, match="1 bad input"):
-        data.load_data(tmp_path / "prepared", None, progress=False)
-    assert len(data.load_data(tmp_path / "prepared", None, skip_bad=True, progress=False)) == 11
+        loading.load_data(tmp_path / "prepared", None, progress=False)
+    assert len(loading.load_data(tmp_path / "prepared", None, skip_bad=True, progress=False)) == 11
 
 
 # ---------------------------------------------------------------- image formats
@@ -79,7 +79,11 @@ def write_dicom(path, pixels: np.ndarray, photometric="MONOCHROME2", slope=1.0, 
     """Write a 16-bit uncompressed DICOM radiograph with pydicom."""
     import pydicom
     from pydicom.dataset import FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+    from pydicom.uid import (
+        ExplicitVRLittleEndian,
+        SecondaryCaptureImageStorage,
+        generate_uid,
+    )
 
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = SecondaryCaptureImageStorage, generate_uid()
@@ -102,21 +106,21 @@ RAMP = np.tile(np.linspace(0, 4000, 40), (30, 1)).astype(np.uint16)  # 12-bit va
 
 def test_dicom_monochrome2_uses_its_full_range(tmp_path):
     write_dicom(tmp_path / "a.dcm", RAMP)
-    image = data.read_image(tmp_path / "a.dcm")
+    image = imagefiles.read_image(tmp_path / "a.dcm")
     assert image.shape == (30, 40) and image.dtype == np.float32
     assert image[0, 0] == 0 and image[0, -1] == 1 and np.all(np.diff(image[0]) > 0)
 
 
 def test_dicom_monochrome1_is_inverted(tmp_path):
     write_dicom(tmp_path / "a.dcm", RAMP, photometric="MONOCHROME1")
-    image = data.read_image(tmp_path / "a.dcm")
+    image = imagefiles.read_image(tmp_path / "a.dcm")
     assert image[0, 0] == 1 and image[0, -1] == 0
 
 
 def test_dicom_rescale_then_window(tmp_path):
     # stored s -> value 2 s - 1000; window centre 1000, width 2001: values 0..2000 map to 0..1
     write_dicom(tmp_path / "a.dcm", RAMP, slope=2.0, intercept=-1000.0, window=(1000, 2001))
-    image = data.read_image(tmp_path / "a.dcm")
+    image = imagefiles.read_image(tmp_path / "a.dcm")
     value = 2.0 * RAMP[0] - 1000
     assert np.allclose(image[0], np.clip((value - 999.5) / 2000 + 0.5, 0, 1), atol=1e-6)
     assert image[0, 0] == 0 and image[0, -1] == 1 and 0.2 < image[0, 8] < 0.5  # stored 820 -> 641
@@ -124,10 +128,10 @@ def test_dicom_rescale_then_window(tmp_path):
 
 def test_sixteen_bit_png_is_scaled_by_its_bit_depth(tmp_path):
     cv2.imwrite(str(tmp_path / "a.png"), RAMP)  # 12-bit data in a 16-bit PNG
-    image = data.read_image(tmp_path / "a.png")
+    image = imagefiles.read_image(tmp_path / "a.png")
     assert np.allclose(image[0], RAMP[0] / 4095)
     cv2.imwrite(str(tmp_path / "b.png"), (RAMP.astype(np.uint32) * 16).astype(np.uint16))  # full 16 bits
-    assert np.allclose(data.read_image(tmp_path / "b.png")[0], RAMP[0] * 16 / 65535)
+    assert np.allclose(imagefiles.read_image(tmp_path / "b.png")[0], RAMP[0] * 16 / 65535)
 
 
 @pytest.mark.parametrize("channels", [3, 4])
@@ -135,16 +139,16 @@ def test_colour_png_becomes_gray(tmp_path, channels):
     gray = blob_image(30, 20)
     colour = np.dstack([gray] * 3 + [np.full_like(gray, 255)] * (channels - 3))
     cv2.imwrite(str(tmp_path / "a.png"), colour)
-    assert np.allclose(data.read_image(tmp_path / "a.png"), gray / 255, atol=1 / 255)
+    assert np.allclose(imagefiles.read_image(tmp_path / "a.png"), gray / 255, atol=1 / 255)
 
 
 def test_jpeg_and_truncated_jpeg(tmp_path):
     cv2.imwrite(str(tmp_path / "a.jpg"), blob_image(60, 40), [cv2.IMWRITE_JPEG_QUALITY, 95])
-    assert np.abs(data.read_image(tmp_path / "a.jpg") - blob_image(60, 40) / 255).mean() < 0.05
+    assert np.abs(imagefiles.read_image(tmp_path / "a.jpg") - blob_image(60, 40) / 255).mean() < 0.05
     raw = (tmp_path / "a.jpg").read_bytes()
     (tmp_path / "b.jpg").write_bytes(raw[: len(raw) // 2])
     with pytest.raises(AebonetError, match="b.jpg: truncated JPEG"):
-        data.read_image(tmp_path / "b.jpg")
+        imagefiles.read_image(tmp_path / "b.jpg")
 
 
 @pytest.mark.parametrize("content, message", [
@@ -152,27 +156,27 @@ def test_jpeg_and_truncated_jpeg(tmp_path):
 def test_unreadable_files(tmp_path, content, message):
     (tmp_path / "a.png").write_bytes(content)
     with pytest.raises(AebonetError, match=message):
-        data.read_image(tmp_path / "a.png")
+        imagefiles.read_image(tmp_path / "a.png")
 
 
 def test_missing_file_and_empty_image():
     with pytest.raises(AebonetError, match="cannot read the file"):
-        data.read_image("/nonexistent/a.png")
-    assert "empty image" in data.image_problem(np.zeros((0, 5), np.float32))
-    assert "constant image" in data.image_problem(np.full((5, 5), 0.5, np.float32))
-    assert data.image_problem(blob_image(5, 5) / 255) is None
+        imagefiles.read_image("/nonexistent/a.png")
+    assert "empty image" in imagefiles.image_problem(np.zeros((0, 5), np.float32))
+    assert "constant image" in imagefiles.image_problem(np.full((5, 5), 0.5, np.float32))
+    assert imagefiles.image_problem(blob_image(5, 5) / 255) is None
 
 
 def test_load_image_and_list_images(tmp_path):
     cv2.imwrite(str(tmp_path / "b.png"), blob_image(60, 40))
     (tmp_path / "sub").mkdir()
     cv2.imwrite(str(tmp_path / "sub" / "a.jpg"), blob_image(60, 40))
-    assert data.list_images([tmp_path]) == [tmp_path / "b.png", tmp_path / "sub" / "a.jpg"]
-    image = data.load_image(tmp_path / "b.png", data.PreprocessParams(32))
+    assert imagefiles.list_images([tmp_path]) == [tmp_path / "b.png", tmp_path / "sub" / "a.jpg"]
+    image = imagefiles.load_image(tmp_path / "b.png", preprocess.PreprocessParams(32))
     assert image.shape == (32, 32) and image.dtype == np.float32
     (tmp_path / "empty").mkdir()
     with pytest.raises(AebonetError, match="no image files"):
-        data.list_images([tmp_path / "empty"])
+        imagefiles.list_images([tmp_path / "empty"])
 
 
 # ---------------------------------------------------------------- the other layouts
@@ -235,7 +239,7 @@ def test_official_split_is_refused_without_the_official_layout(kaggle_dir, tmp_p
 def test_cache_of_the_official_layout_keeps_the_official_sets(tmp_path):
     write_official(tmp_path / "rsna")
     made = load(tmp_path / "rsna", cache_dir=tmp_path / "prepared")
-    official = data.load_data(tmp_path / "prepared", None, split_kind="official", progress=False)
+    official = loading.load_data(tmp_path / "prepared", None, split_kind="official", progress=False)
     assert made.split_kind == "paper" and official.ids[official.splits["test"]].tolist() == ["4360", "4361"]
 
 
@@ -390,7 +394,7 @@ def test_fixing_the_inputs_clears_the_report(tmp_path):
 @pytest.mark.skipif(not SHARED_SAMPLE.is_dir(), reason="../shared/rsna_sample is absent")
 def test_eight_real_radiographs():
     labels = pd.read_csv(SHARED_SAMPLE / "boneage-training-dataset.csv")
-    d = data.load_data(SHARED_SAMPLE, 64, progress=False, workers=1)
+    d = loading.load_data(SHARED_SAMPLE, 64, progress=False, workers=1)
     order = labels.set_index(labels["id"].astype(str)).loc[d.ids]
     assert len(d) == 8 and set(d.ids) == set(labels["id"].astype(str))  # 2110.png is RGBA: read as gray
     assert np.array_equal(d.y, order["boneage"].to_numpy(np.float32))

@@ -12,12 +12,13 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
-from aebonet_lib import experiments, metrics  # noqa: E402
-from aebonet_lib.cli import main  # noqa: E402
-from aebonet_lib.config import get_config  # noqa: E402
-from aebonet_lib.data import load_data  # noqa: E402
-from aebonet_lib.errors import AebonetError  # noqa: E402
-from aebonet_lib.files import read_json  # noqa: E402
+from aebonet_lib.cli import main
+from aebonet_lib.config import get_config
+from aebonet_lib.data.loading import load_data
+from aebonet_lib.errors import AebonetError
+from aebonet_lib.evaluation import metrics
+from aebonet_lib.experiments import protocol, studies
+from aebonet_lib.runs.files import read_json
 
 TINY_DATA = "phantom:120"
 FRACTIONS = (0.25, 1.0)
@@ -42,7 +43,7 @@ def config():
 def label_experiment(tmp_path_factory, module_cache, config) -> tuple[pd.DataFrame, Path]:
     """Run the label-efficiency experiment on 120 phantom images, 2 fractions, 1 seed; return its table and folder."""
     out = tmp_path_factory.mktemp("labels") / "exp"
-    table = experiments.label_efficiency(TINY_DATA, config=config, fractions=FRACTIONS, num_seeds=1, steps=STEPS,
+    table = studies.label_efficiency(TINY_DATA, config=config, fractions=FRACTIONS, num_seeds=1, steps=STEPS,
                                          pretrain_epochs=2, out_dir=out, cache_root=module_cache, n_boot=200, progress=False)
     return table, out
 
@@ -52,41 +53,41 @@ def label_experiment(tmp_path_factory, module_cache, config) -> tuple[pd.DataFra
 
 def test_label_subsets_have_the_right_size_nest_and_come_from_the_train_split():
     train = np.arange(10, 110)
-    subsets = {f: experiments.label_subset(train, f, seed=3) for f in (0.05, 0.1, 0.25, 0.5, 1.0)}
+    subsets = {f: protocol.label_subset(train, f, seed=3) for f in (0.05, 0.1, 0.25, 0.5, 1.0)}
     for fraction, subset in subsets.items():
         assert len(subset) == round(fraction * 100) and len(set(subset)) == len(subset)
         assert set(subset) <= set(train)
     assert set(subsets[0.05]) <= set(subsets[0.1]) <= set(subsets[0.25]) <= set(subsets[0.5]) <= set(subsets[1.0])
     assert set(subsets[1.0]) == set(train)
-    assert not np.array_equal(experiments.label_subset(train, 0.1, 0), experiments.label_subset(train, 0.1, 1))
-    np.testing.assert_array_equal(experiments.label_subset(train, 0.1, 3), subsets[0.1])
-    assert len(experiments.label_subset(train, 0.001, 0)) == experiments.MIN_LABELS
+    assert not np.array_equal(protocol.label_subset(train, 0.1, 0), protocol.label_subset(train, 0.1, 1))
+    np.testing.assert_array_equal(protocol.label_subset(train, 0.1, 3), subsets[0.1])
+    assert len(protocol.label_subset(train, 0.001, 0)) == protocol.MIN_LABELS
     with pytest.raises(AebonetError, match="fraction"):
-        experiments.label_subset(train, 0.0, 0)
+        protocol.label_subset(train, 0.0, 0)
 
 
 def test_epochs_for_steps_give_the_same_steps_whatever_the_fraction():
-    assert experiments.steps_per_epoch(53, 16) == 4
-    assert experiments.epochs_for_steps(53, 16, steps=130, min_epochs=2) == 33
-    assert experiments.epochs_for_steps(1050, 16, steps=130, min_epochs=2) == 2
-    assert experiments.epochs_for_steps(1050, 16, steps=10, min_epochs=3) == 3
+    assert protocol.steps_per_epoch(53, 16) == 4
+    assert protocol.epochs_for_steps(53, 16, steps=130, min_epochs=2) == 33
+    assert protocol.epochs_for_steps(1050, 16, steps=130, min_epochs=2) == 2
+    assert protocol.epochs_for_steps(1050, 16, steps=10, min_epochs=3) == 3
     for n_labels in (20, 53, 105, 525, 1050):
-        epochs = experiments.epochs_for_steps(n_labels, 16, steps=200, min_epochs=1)
-        assert 200 <= epochs * experiments.steps_per_epoch(n_labels, 16) < 200 + experiments.steps_per_epoch(n_labels, 16)
+        epochs = protocol.epochs_for_steps(n_labels, 16, steps=200, min_epochs=1)
+        assert 200 <= epochs * protocol.steps_per_epoch(n_labels, 16) < 200 + protocol.steps_per_epoch(n_labels, 16)
 
 
 def test_budgets_and_their_errors():
-    assert experiments.get_budget("cpu").fractions == experiments.BUDGETS["cpu"].fractions
-    assert experiments.get_budget("paper").fractions == (0.05, 0.1, 0.25, 0.5, 1.0)
-    assert experiments.get_budget("cpu", num_seeds=4, fractions=None).num_seeds == 4
+    assert protocol.get_budget("cpu").fractions == protocol.BUDGETS["cpu"].fractions
+    assert protocol.get_budget("paper").fractions == (0.05, 0.1, 0.25, 0.5, 1.0)
+    assert protocol.get_budget("cpu", num_seeds=4, fractions=None).num_seeds == 4
     with pytest.raises(AebonetError, match="unknown preset"):
-        experiments.get_budget("laptop")
+        protocol.get_budget("laptop")
     with pytest.raises(AebonetError, match=r"fraction 1.5"):
-        experiments.get_budget("cpu", fractions=(0.5, 1.5))
+        protocol.get_budget("cpu", fractions=(0.5, 1.5))
     with pytest.raises(AebonetError, match="at least 1"):
-        experiments.get_budget("cpu", steps=0)
+        protocol.get_budget("cpu", steps=0)
     with pytest.raises(AebonetError, match="decoders"):
-        experiments.check_decoders(["upsample_conv", "deconv"])
+        studies.check_decoders(["upsample_conv", "deconv"])
 
 
 # Comparisons on fake runs
@@ -105,7 +106,7 @@ def test_comparison_table_averages_seeds_and_pairs_the_images(tmp_path):
     y = rng.uniform(10, 200, 80)
     good = [fake_run(tmp_path / f"good{s}", y, y + rng.normal(0, 3, 80)) for s in range(2)]
     bad = [fake_run(tmp_path / f"bad{s}", y, y + rng.normal(0, 12, 80)) for s in range(2)]
-    table = experiments.comparison_table({"good": good, "bad": bad}, baseline="bad", n_boot=500).set_index("arm")
+    table = protocol.comparison_table({"good": good, "bad": bad}, baseline="bad", n_boot=500).set_index("arm")
     good_errors = np.mean([np.abs(pd.read_csv(d / "predictions.csv").eval("predicted - true")) for d in good], axis=0)
     bad_errors = np.mean([np.abs(pd.read_csv(d / "predictions.csv").eval("predicted - true")) for d in bad], axis=0)
     assert table.loc["good", "mae"] == pytest.approx(good_errors.mean())
@@ -123,13 +124,13 @@ def test_comparison_refuses_runs_tested_on_other_images(tmp_path):
     a = fake_run(tmp_path / "a", y, y + 1)
     b = fake_run(tmp_path / "b", y, y + 2, ids_=[str(i + 100) for i in range(20)])
     with pytest.raises(AebonetError, match="different images"):
-        experiments.comparison_table({"a": [a], "b": [b]}, baseline="b", n_boot=100)
+        protocol.comparison_table({"a": [a], "b": [b]}, baseline="b", n_boot=100)
 
 
 def test_findings_read_the_interval():
-    assert experiments.finding(-3, -1, "pretrained", "scratch") == "pretrained lower MAE"
-    assert experiments.finding(1, 3, "pretrained", "scratch") == "scratch lower MAE"
-    assert experiments.finding(-1, 2, "pretrained", "scratch") == "no clear difference"
+    assert protocol.finding(-3, -1, "pretrained", "scratch") == "pretrained lower MAE"
+    assert protocol.finding(1, 3, "pretrained", "scratch") == "scratch lower MAE"
+    assert protocol.finding(-1, 2, "pretrained", "scratch") == "no clear difference"
 
 
 # The label-efficiency experiment, end to end
@@ -180,7 +181,7 @@ def test_both_arms_see_the_same_labels_and_the_same_test_images(label_experiment
     seed = 0
     subsets = {}
     for fraction in FRACTIONS:
-        runs = {arm: experiments.label_run_dir(out / "runs", fraction, seed, arm) for arm in ("pretrained", "scratch")}
+        runs = {arm: protocol.label_run_dir(out / "runs", fraction, seed, arm) for arm in ("pretrained", "scratch")}
         train = {arm: ids(run / "splits" / "train.txt") for arm, run in runs.items()}
         assert train["pretrained"] == train["scratch"]
         assert set(train["pretrained"]) <= pretrain_train
@@ -200,10 +201,10 @@ def test_both_arms_see_the_same_labels_and_the_same_test_images(label_experiment
 def test_label_efficiency_refuses_bad_folders(label_experiment, module_cache, config):
     _, out = label_experiment
     with pytest.raises(AebonetError, match="not empty.*resume"):
-        experiments.label_efficiency(TINY_DATA, config=config, out_dir=out, cache_root=module_cache, progress=False)
+        studies.label_efficiency(TINY_DATA, config=config, out_dir=out, cache_root=module_cache, progress=False)
     wider = config.replace(width=0.25)
     with pytest.raises(AebonetError, match="width 0.125"):
-        experiments.label_efficiency(TINY_DATA, config=wider, fractions=(1.0,), pretrain_run=out / "runs" / "pretrain",
+        studies.label_efficiency(TINY_DATA, config=wider, fractions=(1.0,), pretrain_run=out / "runs" / "pretrain",
                                      cache_root=module_cache, progress=False)
 
 
@@ -213,7 +214,7 @@ def test_label_efficiency_refuses_bad_folders(label_experiment, module_cache, co
 def test_sex_input_experiment(label_experiment, tmp_path, module_cache, config):
     pretrain = label_experiment[1] / "runs" / "pretrain"
     out = tmp_path / "sex"
-    table = experiments.sex_input_experiment(TINY_DATA, config=config, num_seeds=1, num_epochs=1, pretrain_run=pretrain,
+    table = studies.sex_input_experiment(TINY_DATA, config=config, num_seeds=1, num_epochs=1, pretrain_run=pretrain,
                                              out_dir=out, cache_root=module_cache, n_boot=100, progress=False)
     assert list(table.index) == ["without sex", "with sex"]
     assert np.isnan(table.loc["without sex", "difference"])
@@ -227,7 +228,7 @@ def test_sex_input_experiment(label_experiment, tmp_path, module_cache, config):
 
 def test_decoder_experiment(tmp_path, module_cache, config):
     out = tmp_path / "decoder"
-    table = experiments.decoder_experiment(TINY_DATA, config=config, decoders=("transpose",), stage_cuts=(1, 2),
+    table = studies.decoder_experiment(TINY_DATA, config=config, decoders=("transpose",), stage_cuts=(1, 2),
                                            num_seeds=1, num_epochs=1, pretrain_epochs=2, out_dir=out,
                                            cache_root=module_cache, n_boot=100, progress=False)
     assert list(table.index) == ["scratch", "transpose, 1 epoch", "transpose, 2 epochs"]
@@ -242,7 +243,7 @@ def test_decoder_experiment(tmp_path, module_cache, config):
         assert read_json(run / "config.json")["config"]["decoder"] == "transpose"
         assert len(pd.read_csv(run / "history.csv")) == epochs
     with pytest.raises(AebonetError, match="stage cut 3"):
-        experiments.decoder_experiment(TINY_DATA, config=config, decoders=("transpose",), stage_cuts=(3,),
+        studies.decoder_experiment(TINY_DATA, config=config, decoders=("transpose",), stage_cuts=(3,),
                                        pretrain_epochs=2, cache_root=module_cache, progress=False)
 
 

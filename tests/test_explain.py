@@ -8,8 +8,10 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from aebonet_lib import config, explain, models  # noqa: E402
-from aebonet_lib.errors import AebonetError  # noqa: E402
+from aebonet_lib import config, paper
+from aebonet_lib.errors import AebonetError
+from aebonet_lib.evaluation import explain
+from aebonet_lib.models import baselines
 
 SIZE = 32
 
@@ -95,7 +97,7 @@ def test_inner_layer_of_the_encoder():
 def test_on_the_project_regressor_with_sex_input(tmp_path):
     cfg = config.get_config("cpu", image_size=SIZE, width=0.125)
     keras.utils.set_random_seed(0)
-    model = models.build_regressor(models.build_encoder(cfg), cfg, sex_input=True, y_mean=100.0, y_std=40.0)
+    model = paper.build_regressor(paper.build_encoder(cfg), cfg, sex_input=True, y_mean=100.0, y_std=40.0)
     image = np.random.default_rng(0).uniform(0, 1, (SIZE, SIZE)).astype(np.float32)
     for layer_name in (None, "enc2_conv"):
         heatmap = explain.gradcam(model, image, sex=1, layer_name=layer_name)
@@ -119,7 +121,7 @@ def test_bad_inputs():
 def test_on_an_imagenet_baseline_that_takes_three_channels(sex_input):
     cfg = config.get_config("cpu", image_size=SIZE, width=0.125)
     keras.utils.set_random_seed(0)
-    model = models.build_baseline("mobilenet", cfg, weights=None, sex_input=sex_input, y_mean=100.0, y_std=40.0)
+    model = baselines.build_baseline("mobilenet", cfg, weights=None, sex_input=sex_input, y_mean=100.0, y_std=40.0)
     image = np.random.default_rng(0).uniform(0, 1, (SIZE, SIZE)).astype(np.float32)
     sex = 1 if sex_input else None
     for layer_name in (None, "conv_pw_1"):

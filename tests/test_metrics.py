@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import sklearn.metrics
 
-from aebonet_lib import metrics
 from aebonet_lib.errors import AebonetError
+from aebonet_lib.evaluation import metrics
 
 Y = [10.0, 20.0, 30.0, 40.0]
 Y_HAT = [12.0, 17.0, 30.0, 44.0]  # errors +2, -3, 0, +4

@@ -6,9 +6,10 @@ import keras
 import numpy as np
 import pytest
 
-from aebonet_lib import models
+from aebonet_lib import paper
 from aebonet_lib.config import get_config
 from aebonet_lib.errors import AebonetError
+from aebonet_lib.models import baselines, measures
 
 PAPER = get_config("paper")
 TINY = get_config("cpu", image_size=32, width=0.125)
@@ -17,7 +18,7 @@ TINY = get_config("cpu", image_size=32, width=0.125)
 @pytest.fixture(scope="module")
 def paper_autoencoder():
     """Return the width-1, 256 px autoencoder with the paper's decoder (built once, never trained)."""
-    return models.build_autoencoder(PAPER)
+    return paper.build_autoencoder(PAPER)
 
 
 def images(n: int, size: int, seed: int = 0) -> np.ndarray:
@@ -106,14 +107,14 @@ def test_autoencoder_nests_encoder_and_decoder(paper_autoencoder):
 
 def test_parameter_counts_at_width_1(paper_autoencoder):
     assert paper_autoencoder.get_layer("encoder").count_params() == 6_277_376
-    assert models.build_encoder(PAPER).count_params() == 6_277_376
+    assert paper.build_encoder(PAPER).count_params() == 6_277_376
     assert paper_autoencoder.count_params() == 12_549_633
 
 
 @pytest.mark.parametrize("decoder", ["conv_upsample", "transpose"])
 def test_decoder_variants_same_parameters_other_order(decoder):
     config = PAPER.replace(decoder=decoder)
-    model = models.build_decoder(config)
+    model = paper.build_decoder(config)
     assert model.count_params() == 12_549_633 - 6_277_376
     first = model.get_layer("dec1_conv")
     if decoder == "conv_upsample":
@@ -127,7 +128,7 @@ def test_decoder_variants_same_parameters_other_order(decoder):
 
 def test_width_multiplier_scales_every_filter_count():
     config = PAPER.replace(image_size=64, width=0.125)
-    autoencoder = models.build_autoencoder(config)
+    autoencoder = paper.build_autoencoder(config)
     encoder, decoder = autoencoder.get_layer("encoder"), autoencoder.get_layer("decoder")
     assert [encoder.get_layer(f"enc{i}_conv").filters for i in range(1, 5)] == [8, 16, 32, 64]
     assert encoder.get_layer("bottleneck_conv").filters == 128
@@ -139,25 +140,25 @@ def test_width_multiplier_scales_every_filter_count():
 
 @pytest.mark.parametrize("decoder, gflop", [("upsample_conv", 48.5), ("conv_upsample", 19.5), ("transpose", 19.5)])
 def test_flops_of_the_three_decoders(decoder, gflop):
-    flops = models.count_flops(models.build_autoencoder(PAPER.replace(decoder=decoder)))
+    flops = measures.count_flops(paper.build_autoencoder(PAPER.replace(decoder=decoder)))
     assert abs(flops / 1e9 - gflop) / gflop < 0.01
 
 
 def test_flops_count_dense_layers_and_nested_models():
-    encoder = models.build_encoder(TINY)
-    regressor = models.build_regressor(encoder, TINY)
+    encoder = paper.build_encoder(TINY)
+    regressor = paper.build_regressor(encoder, TINY)
     channels = TINY.scaled_filters()[-1]
     head = 2 * (channels * 10 + 10 * 1)  # Dense(10) and Dense(1): multiply-adds count 2
-    assert models.count_flops(regressor) - models.count_flops(encoder) == head
+    assert measures.count_flops(regressor) - measures.count_flops(encoder) == head
     first_conv = 2 * 32 * 32 * 3 * 3 * 1 * TINY.scaled_filters()[0]
-    assert models.count_flops(encoder) > first_conv > 0
+    assert measures.count_flops(encoder) > first_conv > 0
 
 
 # --- The regressor --------------------------------------------------------------------
 
 def test_regressor_head_is_the_papers():
-    encoder = models.build_encoder(PAPER)
-    model = models.build_regressor(encoder, PAPER)
+    encoder = paper.build_encoder(PAPER)
+    model = paper.build_regressor(encoder, PAPER)
     assert model.get_layer("encoder") is encoder  # reused, so training fine-tunes the pretrained weights
     names = [layer.name for layer in model.layers]
     assert names == ["image", "encoder", "head_gap", "head_flatten", "head_bn", "head_dense", "age"]
@@ -172,20 +173,20 @@ def test_regressor_head_is_the_papers():
 
 
 def test_regressor_refuses_encoder_of_another_size():
-    encoder = models.build_encoder(TINY.replace(image_size=64))
+    encoder = paper.build_encoder(TINY.replace(image_size=64))
     with pytest.raises(AebonetError, match="--size 64"):
-        models.build_regressor(encoder, TINY)
+        paper.build_regressor(encoder, TINY)
 
 
 def test_scratch_regressor_has_fresh_encoder():
-    encoder = models.build_encoder(TINY)
-    scratch = models.build_scratch_regressor(TINY)
+    encoder = paper.build_encoder(TINY)
+    scratch = paper.build_scratch_regressor(TINY)
     assert scratch.name == "scratch" and scratch.get_layer("encoder") is not encoder
-    assert scratch.count_params() == models.build_regressor(encoder, TINY).count_params()
+    assert scratch.count_params() == paper.build_regressor(encoder, TINY).count_params()
 
 
 def test_sex_input_changes_signature_and_output():
-    model = models.build_scratch_regressor(TINY, sex_input=True)
+    model = paper.build_scratch_regressor(TINY, sex_input=True)
     assert sorted(model.input) == ["image", "sex"] and model.input["sex"].shape[1:] == (1,)
     joined = model.get_layer("head_sex")  # pooled features and sex, joined before the head's BN
     features, sex = joined.input
@@ -199,24 +200,24 @@ def test_sex_input_changes_signature_and_output():
 
 def test_scale_output_maps_to_months():
     config = TINY.replace(scale_output=True)
-    model = models.build_scratch_regressor(config, y_mean=120.0, y_std=40.0)
+    model = paper.build_scratch_regressor(config, y_mean=120.0, y_std=40.0)
     sd_units = keras.Model(model.input, model.get_layer("age_sd").output)
     X = images(3, 32)
     expected = sd_units.predict(X, verbose=0) * 40.0 + 120.0
     np.testing.assert_allclose(model.predict(X, verbose=0), expected, rtol=1e-5)
-    unscaled = models.build_scratch_regressor(TINY.replace(scale_output=False), y_mean=120.0, y_std=40.0)
+    unscaled = paper.build_scratch_regressor(TINY.replace(scale_output=False), y_mean=120.0, y_std=40.0)
     assert "age_sd" not in [layer.name for layer in unscaled.layers]
 
 
 def test_scale_output_refuses_bad_sd():
     with pytest.raises(AebonetError, match="positive sd"):
-        models.build_scratch_regressor(TINY.replace(scale_output=True), y_std=0.0)
+        paper.build_scratch_regressor(TINY.replace(scale_output=True), y_std=0.0)
 
 
 # --- Compiling with the paper's recipe and training a tiny model ------------------------
 
 def test_compile_autoencoder_logs_the_papers_metrics():
-    model = models.compile_autoencoder(models.build_autoencoder(TINY), TINY)
+    model = paper.compile_autoencoder(paper.build_autoencoder(TINY), TINY)
     assert model.optimizer.learning_rate.numpy() == pytest.approx(TINY.ae_lr)
     X = images(8, 32)
     history = model.fit(X, X, batch_size=4, epochs=1, verbose=0)
@@ -228,7 +229,7 @@ def test_compile_autoencoder_logs_the_papers_metrics():
 
 
 def test_compile_regressor_reports_mae_in_months():
-    model = models.compile_regressor(models.build_scratch_regressor(TINY), TINY)
+    model = paper.compile_regressor(paper.build_scratch_regressor(TINY), TINY)
     X, y = images(8, 32), np.linspace(10, 200, 8).astype("float32")
     model.fit(X, y, batch_size=4, epochs=1, verbose=0)
     logs = model.evaluate(X, y, verbose=0, return_dict=True)
@@ -243,19 +244,19 @@ def test_pixel_accuracy_thresholds_prediction_not_target():
     y_true = np.array([0.0, 1.0, 0.5, 0.0], "float32").reshape(1, 2, 2, 1)
     y_pred = np.array([0.2, 0.7, 0.5, 0.9], "float32").reshape(1, 2, 2, 1)
     # right: 0 vs 0.2, 1 vs 0.7; wrong: the gray pixel (never equals 0 or 1), 0 vs 0.9
-    np.testing.assert_allclose(models.pixel_accuracy(y_true, y_pred).numpy(), [0.5])
+    np.testing.assert_allclose(measures.pixel_accuracy(y_true, y_pred).numpy(), [0.5])
 
 
 def test_pixel_accuracy_rewards_black_background():
     y_true = np.zeros((1, 32, 32, 1), "float32")
     y_true[:, 8:24, 8:24] = 0.6  # a gray "hand" on a quarter of the image
     y_pred = np.full_like(y_true, 0.1)  # the hand is lost entirely
-    assert models.pixel_accuracy(y_true, y_pred).numpy()[0] == pytest.approx(0.75)
+    assert measures.pixel_accuracy(y_true, y_pred).numpy()[0] == pytest.approx(0.75)
 
 
 def test_pixel_accuracy_reproduces_keras_accuracy_for_a_sigmoid_autoencoder():
-    model = models.build_autoencoder(TINY)
-    ours = keras.metrics.MeanMetricWrapper(models.pixel_accuracy, name="ours")
+    model = paper.build_autoencoder(TINY)
+    ours = keras.metrics.MeanMetricWrapper(measures.pixel_accuracy, name="ours")
     model.compile(optimizer="adam", loss="mse", metrics=["accuracy", ours])
     X = images(6, 32, seed=1)
     X[:, :, :10] = 0.0  # black background, as in a radiograph
@@ -267,10 +268,10 @@ def test_pixel_accuracy_reproduces_keras_accuracy_for_a_sigmoid_autoencoder():
 
 def test_psnr_and_ssim_known_values():
     y_true = images(2, 32) * 0.8
-    assert models.psnr(y_true, y_true + 0.1).numpy() == pytest.approx([20.0, 20.0], abs=1e-3)  # MSE 0.01
-    np.testing.assert_allclose(models.ssim(y_true, y_true).numpy(), [1.0, 1.0], atol=1e-6)
-    assert np.all(models.ssim(y_true, images(2, 32, seed=5)).numpy() < 0.5)
-    assert [m.name for m in models.reconstruction_metrics()] == ["accuracy", "psnr", "ssim"]
+    assert measures.psnr(y_true, y_true + 0.1).numpy() == pytest.approx([20.0, 20.0], abs=1e-3)  # MSE 0.01
+    np.testing.assert_allclose(measures.ssim(y_true, y_true).numpy(), [1.0, 1.0], atol=1e-6)
+    assert np.all(measures.ssim(y_true, images(2, 32, seed=5)).numpy() < 0.5)
+    assert [m.name for m in measures.reconstruction_metrics()] == ["accuracy", "psnr", "ssim"]
 
 
 # --- The baselines (paper Table 5) --------------------------------------------------------
@@ -286,14 +287,14 @@ PREPROCESS = {
 
 
 @pytest.fixture(scope="module")
-def baselines():
+def baseline_models():
     """Return the five baselines at 96 px with random weights (InceptionV3 needs at least 75 px)."""
-    return {name: models.build_baseline(name, SIZE96, weights=None) for name in models.BASELINES}
+    return {name: baselines.build_baseline(name, SIZE96, weights=None) for name in baselines.BASELINES}
 
 
-@pytest.mark.parametrize("name", models.BASELINES)
-def test_baseline_builds_with_same_head(baselines, name):
-    model = baselines[name]
+@pytest.mark.parametrize("name", baselines.BASELINES)
+def test_baseline_builds_with_same_head(baseline_models, name):
+    model = baseline_models[name]
     assert model.name == name and isinstance(model.get_layer("encoder"), keras.Model)
     head = ["encoder", "head_gap", "head_flatten", "head_bn", "head_dense", "age_sd", "age"]
     assert [layer.name for layer in model.layers][-7:] == head
@@ -302,9 +303,9 @@ def test_baseline_builds_with_same_head(baselines, name):
     assert y_hat.shape == (2, 1) and np.all(np.isfinite(y_hat))
 
 
-@pytest.mark.parametrize("name", models.BASELINES)
-def test_baseline_preprocessing_matches_keras_applications(baselines, name):
-    model = baselines[name]
+@pytest.mark.parametrize("name", baselines.BASELINES)
+def test_baseline_preprocessing_matches_keras_applications(baseline_models, name):
+    model = baseline_models[name]
     encoder_input = model.get_layer("encoder").input
     last = next(layer for layer in model.layers if layer.name.startswith("preprocess_"))
     preprocessing = keras.Model(model.input, last.output)
@@ -316,25 +317,25 @@ def test_baseline_preprocessing_matches_keras_applications(baselines, name):
 
 def test_baseline_refuses_too_small_images():
     with pytest.raises(AebonetError, match="at least 75"):
-        models.build_baseline("inceptionv3", SIZE96.replace(image_size=64))
+        baselines.build_baseline("inceptionv3", SIZE96.replace(image_size=64))
 
 
 def test_weights_path_loads_a_local_file(tmp_path):
     source = keras.applications.MobileNet(include_top=False, weights=None, input_shape=(96, 96, 3))
     path = tmp_path / "mobilenet.weights.h5"
     source.save_weights(path)
-    model = models.build_baseline("mobilenet", SIZE96, weights=str(path))
+    model = baselines.build_baseline("mobilenet", SIZE96, weights=str(path))
     for ours, theirs in zip(model.get_layer("encoder").weights, source.weights):
         np.testing.assert_array_equal(ours.numpy(), theirs.numpy())
 
 
 def test_weights_path_missing_or_broken(tmp_path):
     with pytest.raises(AebonetError, match="file not found"):
-        models.build_baseline("mobilenet", SIZE96, weights=str(tmp_path / "nothing.h5"))
+        baselines.build_baseline("mobilenet", SIZE96, weights=str(tmp_path / "nothing.h5"))
     broken = tmp_path / "broken.h5"
     broken.write_bytes(b"not a weights file")
     with pytest.raises(AebonetError, match="could not load it into mobilenet"):
-        models.build_baseline("mobilenet", SIZE96, weights=str(broken))
+        baselines.build_baseline("mobilenet", SIZE96, weights=str(broken))
 
 
 def check_offline_message(message: str, name: str) -> None:
@@ -350,7 +351,7 @@ def test_imagenet_offline_gives_clear_message(monkeypatch):
 
     monkeypatch.setattr("keras.src.utils.file_utils.get_file", no_network)
     with pytest.raises(AebonetError) as caught:
-        models.build_baseline("mobilenet", SIZE96, weights="imagenet")
+        baselines.build_baseline("mobilenet", SIZE96, weights="imagenet")
     check_offline_message(str(caught.value), "mobilenet")
 
 
@@ -371,7 +372,7 @@ def test_imagenet_offline_for_real_with_empty_keras_cache(monkeypatch, tmp_path)
     monkeypatch.setenv("KERAS_HOME", str(tmp_path))
     monkeypatch.setattr("keras.src.backend.config._KERAS_DIR", str(tmp_path))
     with pytest.raises(AebonetError) as caught:
-        models.build_baseline("vgg16", TINY, weights="imagenet")
+        baselines.build_baseline("vgg16", TINY, weights="imagenet")
     check_offline_message(str(caught.value), "vgg16")
     assert str(tmp_path) in str(caught.value)
 
@@ -379,18 +380,18 @@ def test_imagenet_offline_for_real_with_empty_keras_cache(monkeypatch, tmp_path)
 # --- One entry point ------------------------------------------------------------------
 
 def test_build_model_dispatches_and_refuses_bad_requests():
-    encoder = models.build_encoder(TINY)
-    assert models.build_model("aebonet", TINY, encoder=encoder).get_layer("encoder") is encoder
-    assert models.build_model("scratch", TINY, weights="none").name == "scratch"
-    assert models.build_model("vgg16", TINY).name == "vgg16"
+    encoder = paper.build_encoder(TINY)
+    assert baselines.build_model("aebonet", TINY, encoder=encoder).get_layer("encoder") is encoder
+    assert baselines.build_model("scratch", TINY, weights="none").name == "scratch"
+    assert baselines.build_model("vgg16", TINY).name == "vgg16"
     with pytest.raises(AebonetError, match="--encoder"):
-        models.build_model("aebonet", TINY)
+        baselines.build_model("aebonet", TINY)
     with pytest.raises(AebonetError, match="only for the baselines"):
-        models.build_model("scratch", TINY, weights="imagenet")
+        baselines.build_model("scratch", TINY, weights="imagenet")
     with pytest.raises(AebonetError, match="unknown backbone"):
-        models.build_model("alexnet", TINY)
+        baselines.build_model("alexnet", TINY)
     with pytest.raises(AebonetError, match="unknown baseline"):
-        models.build_baseline("alexnet", TINY)
+        baselines.build_baseline("alexnet", TINY)
 
 
 # --- Saving, loading, mixed precision ---------------------------------------------------
@@ -402,7 +403,7 @@ def saved_and_loaded(model: keras.Model, path) -> keras.Model:
 
 
 def test_autoencoder_round_trip_keeps_predictions_and_metrics(tmp_path):
-    model = models.compile_autoencoder(models.build_autoencoder(TINY), TINY)
+    model = paper.compile_autoencoder(paper.build_autoencoder(TINY), TINY)
     X = images(4, 32)
     model.fit(X, X, epochs=1, verbose=0)
     loaded = saved_and_loaded(model, tmp_path / "autoencoder.keras")
@@ -412,7 +413,7 @@ def test_autoencoder_round_trip_keeps_predictions_and_metrics(tmp_path):
 
 
 def test_regressor_with_sex_and_scale_round_trip(tmp_path):
-    model = models.compile_regressor(models.build_scratch_regressor(TINY, True, y_mean=120.0, y_std=40.0), TINY)
+    model = paper.compile_regressor(paper.build_scratch_regressor(TINY, True, y_mean=120.0, y_std=40.0), TINY)
     x = {"image": images(4, 32), "sex": np.array([[0], [1], [0], [1]], "float32")}
     model.fit(x, np.array([90, 100, 130, 150], "float32"), epochs=1, verbose=0)
     loaded = saved_and_loaded(model, tmp_path / "model.keras")
@@ -437,8 +438,8 @@ def bfloat16_policy():
 
 
 def test_mixed_bfloat16_computes_in_bf16_and_outputs_float32(bfloat16_policy):
-    autoencoder = models.compile_autoencoder(models.build_autoencoder(TINY), TINY)
-    regressor = models.build_scratch_regressor(TINY, sex_input=True, y_mean=100.0, y_std=30.0)
+    autoencoder = paper.compile_autoencoder(paper.build_autoencoder(TINY), TINY)
+    regressor = paper.build_scratch_regressor(TINY, sex_input=True, y_mean=100.0, y_std=30.0)
     assert autoencoder.get_layer("encoder").get_layer("enc1_conv").compute_dtype == "bfloat16"
     X = images(4, 32)
     assert autoencoder(X).dtype == "float32"

@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 from conftest import write_kaggle
 
-from aebonet_lib import pipeline
-from aebonet_lib.data import BoneAgeData, load_data
+from aebonet_lib.data import pipeline
+from aebonet_lib.data.loading import BoneAgeData, load_data
+from aebonet_lib.data.preprocess import PreprocessParams
 from aebonet_lib.errors import AebonetError
-from aebonet_lib.preprocess import PreprocessParams
 
 N, S = 30, 32
 

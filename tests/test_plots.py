@@ -10,8 +10,8 @@ import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from aebonet_lib import metrics, plots  # noqa: E402
-from aebonet_lib.errors import AebonetError  # noqa: E402
+from aebonet_lib.errors import AebonetError
+from aebonet_lib.evaluation import metrics, plots
 
 
 @pytest.fixture(autouse=True)

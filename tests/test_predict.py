@@ -1,4 +1,4 @@
-"""Tests of aebonet_lib.predict: evaluation files and predictions for new image files."""
+"""Tests of aebonet_lib.evaluation.predict: evaluation files and predictions for new image files."""
 
 from __future__ import annotations
 
@@ -10,12 +10,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from aebonet_lib import demo, models, predict, training
+from aebonet_lib import demo, paper
 from aebonet_lib.config import get_config
-from aebonet_lib.data import load_data
+from aebonet_lib.data.loading import load_data
+from aebonet_lib.data.preprocess import PreprocessParams
 from aebonet_lib.errors import AebonetError
-from aebonet_lib.files import read_json
-from aebonet_lib.preprocess import PreprocessParams
+from aebonet_lib.evaluation import predict
+from aebonet_lib.runs import modelfiles, training
+from aebonet_lib.runs.files import read_json
 
 
 @pytest.fixture(scope="module")
@@ -117,8 +119,8 @@ def test_evaluate_refuses_other_preprocessing(model_path, data):
 
 
 def test_evaluate_refuses_an_encoder(tmp_path, data, config):
-    encoder = models.build_encoder(config)
-    path = training.save_model(encoder, tmp_path / "encoder.keras", {"kind": "encoder"})
+    encoder = paper.build_encoder(config)
+    path = modelfiles.save_model(encoder, tmp_path / "encoder.keras", {"kind": "encoder"})
     with pytest.raises(AebonetError, match="not a bone age regressor"):
         predict.evaluate(path, data, progress=False)
 
@@ -171,7 +173,7 @@ def test_demo_table_puts_models_beside_the_mean_baseline(model_path, data):
     y_test = data.y[data.splits["test"]]
     mean_train = np.mean(data.y[data.splits["train"]])
     assert baseline["mae"] == pytest.approx(np.mean(np.abs(y_test - mean_train)), rel=1e-5)
-    table = demo.comparison_table({"mean": baseline,
+    table = demo.demo_table({"mean": baseline,
                                    "scratch": predict.evaluate(model_path, data, n_boot=100, progress=False)})
     assert list(table.index) == ["mean", "scratch"]
     assert (table["mae_low"] <= table["mae"]).all() and (table["mae"] <= table["mae_high"]).all()

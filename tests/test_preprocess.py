@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from aebonet_lib import preprocess
+from aebonet_lib.data import preprocess
+from aebonet_lib.data.preprocess import PreprocessParams
 from aebonet_lib.errors import AebonetError
-from aebonet_lib.preprocess import PreprocessParams
 
 
 def portrait(height=200, width=100) -> np.ndarray:

@@ -12,14 +12,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from aebonet_lib import experiments, real, rsna_results
 from aebonet_lib.config import get_config
 from aebonet_lib.errors import AebonetError
+from aebonet_lib.experiments import protocol, real, rsna_results
 
 SHARED_RSNA = Path(__file__).resolve().parents[2] / "shared" / "rsna_bone_age_256"
 TINY = dict(image_size=32, width=0.125, ae_stages=(1,), reg_num_epochs=2, lr_schedule="cosine", keep="last",
             split=(0.6, 0.25, 0.15), phantom_n=120)
-TINY_BUDGET = experiments.Budget(fractions=(0.5, 1.0), num_seeds=1, pretrain_epochs=None, steps=None, min_epochs=2,
+TINY_BUDGET = protocol.Budget(fractions=(0.5, 1.0), num_seeds=1, pretrain_epochs=None, steps=None, min_epochs=2,
                                  stage_cuts=(1,))
 
 
@@ -142,17 +142,18 @@ SHARED_SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "rsna_sample"
 
 
 def test_the_rsna_cpu_model_ships_with_the_rsna_attribution():
-    from aebonet_lib import predict, training
+    from aebonet_lib.evaluation import predict
+    from aebonet_lib.runs import modelfiles
 
     assert "rsna-cpu" in predict.shipped_models()
-    meta = training.read_model_meta(predict.resolve_model("rsna-cpu"))
+    meta = modelfiles.read_model_meta(predict.resolve_model("rsna-cpu"))
     assert "Halabi" in meta["attribution"] and "non-commercial" in meta["attribution"]
     assert (predict.resolve_model("rsna-cpu").with_suffix(".trust.json")).is_file()
 
 
 @pytest.mark.skipif(not SHARED_RSNA.is_dir(), reason="../shared/rsna_bone_age_256 is absent")
 def test_the_shipped_model_predicts_real_radiographs_within_a_sane_range():
-    from aebonet_lib import predict
+    from aebonet_lib.evaluation import predict
 
     labels = pd.read_csv(SHARED_RSNA / "boneage-training-dataset.csv").sample(12, random_state=1)
     files = [SHARED_RSNA / "boneage-training-dataset" / f"{i}.jpg" for i in labels.id]
@@ -174,7 +175,7 @@ def test_the_shipped_model_reads_full_resolution_registered_radiographs(capsys):
 
 def test_collect_only_leaves_out_unfinished_runs_and_trains_nothing(tiny_experiment):
     source = (tiny_experiment.parent / "rsna") if SHARED_RSNA.is_dir() else "phantom:150"
-    budget = experiments.Budget(fractions=(0.25, 0.5, 1.0), num_seeds=1, pretrain_epochs=None, steps=None,
+    budget = protocol.Budget(fractions=(0.25, 0.5, 1.0), num_seeds=1, pretrain_epochs=None, steps=None,
                                 min_epochs=2, stage_cuts=(1,))
     real.real_experiment(str(source), tiny_experiment, config=get_config("cpu", **TINY), budget=budget, extras=False,
                          collect_only=True)

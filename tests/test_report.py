@@ -12,12 +12,13 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
-from aebonet_lib import metrics, predict, report, training  # noqa: E402
-from aebonet_lib.cli import main  # noqa: E402
-from aebonet_lib.config import get_config  # noqa: E402
-from aebonet_lib.data import load_data  # noqa: E402
-from aebonet_lib.errors import AebonetError  # noqa: E402
-from aebonet_lib.files import read_json  # noqa: E402
+from aebonet_lib.cli import main
+from aebonet_lib.config import get_config
+from aebonet_lib.data.loading import load_data
+from aebonet_lib.errors import AebonetError
+from aebonet_lib.evaluation import metrics, predict, report
+from aebonet_lib.runs import training
+from aebonet_lib.runs.files import read_json
 
 
 @pytest.fixture(scope="module")

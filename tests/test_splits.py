@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from aebonet_lib import splits
 from aebonet_lib.config import PAPER_SPLIT, PAPER_SPLIT_SIZES, get_config
+from aebonet_lib.data import splits
 from aebonet_lib.errors import AebonetError
 
 

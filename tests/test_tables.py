@@ -7,8 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from aebonet_lib import tables
 from aebonet_lib.errors import AebonetError
+from aebonet_lib.evaluation import tables
 
 # Every published number the module may hold, with where it comes from (issue 5 and the sources it names).
 PUBLISHED_NUMBERS = {14.78, 9.997, 9.3, 4.2, 4.5, 3.87, 0.45, 4.8, 7.0, 12.9, 16.1, 19.1,

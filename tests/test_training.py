@@ -16,20 +16,29 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from aebonet_lib import hardware, splits, training
 from aebonet_lib.config import Config, get_config
-from aebonet_lib.data import load_data
+from aebonet_lib.data import splits
+from aebonet_lib.data.loading import load_data
 from aebonet_lib.errors import AebonetError
-from aebonet_lib.files import read_json
-from aebonet_lib.predict import predict_arrays
+from aebonet_lib.evaluation.predict import predict_arrays
+from aebonet_lib.runs import (
+    checkpoints,
+    devices,
+    hardware,
+    modelfiles,
+    records,
+    training,
+)
+from aebonet_lib.runs.files import read_json
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def config():
-    """Return a tiny recipe: 32 px, width 0.125, two one-epoch stages, two regressor epochs."""
-    return get_config("cpu", image_size=32, width=0.125, ae_stages=(1, 1), reg_num_epochs=2, phantom_n=60)
+    """Return a tiny recipe: 32 px, width 0.125, two one-epoch stages, two regressor epochs, fp32 on any machine."""
+    return get_config("cpu", image_size=32, width=0.125, ae_stages=(1, 1), reg_num_epochs=2, phantom_n=60,
+                      precision="fp32")
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +73,7 @@ def test_pretrain_writes_the_run_folder(pretrained):
                  "splits/train.txt", "splits/val.txt", "splits/test.txt"):
         assert (pretrained / name).is_file(), name
     assert any((pretrained / "logs").rglob("events.out.tfevents.*"))
-    assert training.run_finished(pretrained)
+    assert checkpoints.run_finished(pretrained)
     assert read_json(pretrained / "config.json")["plan"] == [1, 1]
 
 
@@ -81,7 +90,7 @@ def test_stages_csv_has_one_row_per_stage(pretrained):
 
 
 def test_pretrained_encoder_reconstructs_better_than_untrained(pretrained, data):
-    autoencoder, meta = training.load_model(pretrained / "autoencoder.keras")
+    autoencoder, meta = modelfiles.load_model(pretrained / "autoencoder.keras")
     x = data.images("val")
     untrained = training.new_autoencoder(Config.from_dict(meta["config"]))
     error = np.mean((np.asarray(autoencoder(x)) - x) ** 2)
@@ -109,7 +118,7 @@ def test_train_keeps_the_epoch_with_the_best_validation_mae(trained, data):
     meta = read_json(trained / "model.json")
     assert list(history["epoch"]) == [0, 1]
     assert meta["best_epoch"] == int(history["val_mae"].idxmin()) + 1
-    model, _ = training.load_model(trained / "model.keras")
+    model, _ = modelfiles.load_model(trained / "model.keras")
     val = data.splits["val"]
     mae = np.mean(np.abs(predict_arrays(model, data.X[val]) - data.y[val]))
     assert mae == pytest.approx(history["val_mae"].min(), rel=1e-3)
@@ -123,9 +132,9 @@ def test_model_json_says_how_to_use_the_model(trained, data):
 
 
 def test_save_and_load_give_identical_predictions(trained, data, tmp_path):
-    model, meta = training.load_model(trained / "model.keras")
-    path = training.save_model(model, tmp_path / "copy.keras", meta)
-    again, meta_again = training.load_model(path)
+    model, meta = modelfiles.load_model(trained / "model.keras")
+    path = modelfiles.save_model(model, tmp_path / "copy.keras", meta)
+    again, meta_again = modelfiles.load_model(path)
     x = data.images("test")
     np.testing.assert_array_equal(np.asarray(model(x)), np.asarray(again(x)))
     assert meta_again["backbone"] == "aebonet"
@@ -141,7 +150,7 @@ def test_a_run_that_fails_to_start_leaves_no_run_behind(data, config, tmp_path):
     with pytest.raises(AebonetError, match="none.h5"):
         training.train(data, config, tmp_path / "run", backbone="mobilenet", weights=str(tmp_path / "none.h5"),
                        progress=False)
-    assert not training.has_run(tmp_path / "run")
+    assert not records.has_record(tmp_path / "run")
 
 
 def test_aebonet_without_encoder_is_refused(data, config, tmp_path):
@@ -162,25 +171,25 @@ def test_encoder_of_another_size_is_refused(pretrained, data, tmp_path):
 
 def test_bad_model_files_give_clear_errors(tmp_path, trained):
     with pytest.raises(AebonetError, match="not found"):
-        training.load_model(tmp_path / "missing.keras")
+        modelfiles.load_model(tmp_path / "missing.keras")
     corrupt = tmp_path / "corrupt.keras"
     corrupt.write_bytes(b"this is not a zip archive")
     with pytest.raises(AebonetError, match="not a Keras model file"):
-        training.load_model(corrupt)
+        modelfiles.load_model(corrupt)
     foreign = tmp_path / "foreign.keras"
     with zipfile.ZipFile(foreign, "w") as z:
         z.writestr("hello.txt", "not a model")
     (tmp_path / "foreign.json").write_text((trained / "model.json").read_text())
     with pytest.raises(AebonetError, match="could not load the model"):
-        training.load_model(foreign)
+        modelfiles.load_model(foreign)
     no_sidecar = tmp_path / "alone.keras"
     no_sidecar.write_bytes((trained / "model.keras").read_bytes())
     with pytest.raises(AebonetError, match="no alone.json beside it"):
-        training.load_model(no_sidecar)
+        modelfiles.load_model(no_sidecar)
 
 
 def test_frozen_encoder_stays_as_pretrained_then_fine_tunes(pretrained, data, config, tmp_path):
-    encoder, _ = training.load_model(pretrained / "encoder.keras")
+    encoder, _ = modelfiles.load_model(pretrained / "encoder.keras")
     frozen = training.train(data, config, tmp_path / "frozen", encoder=pretrained / "encoder.keras",
                             freeze_epochs=2, progress=False)
     tuned = training.train(data, config, tmp_path / "tuned", encoder=pretrained / "encoder.keras",
@@ -188,7 +197,7 @@ def test_frozen_encoder_stays_as_pretrained_then_fine_tunes(pretrained, data, co
     kernel = encoder.get_layer("enc1_conv").get_weights()[0]
     for run_dir, unchanged in ((frozen, True), (tuned, False)):
         # the last epoch's checkpoint: model.keras keeps the best epoch, which may be a frozen one
-        model = keras.saving.load_model(run_dir / "checkpoint" / training.read_state(run_dir)["latest"], compile=False)
+        model = keras.saving.load_model(run_dir / "checkpoint" / checkpoints.read_state(run_dir)["latest"], compile=False)
         trained_kernel = model.get_layer("encoder").get_layer("enc1_conv").get_weights()[0]
         assert np.array_equal(kernel, trained_kernel) == unchanged
 
@@ -197,22 +206,22 @@ def test_bf16_trains_and_restores_the_global_policy(data, config, tmp_path):
     before = keras.config.dtype_policy().name
     run_dir = training.pretrain(data, config.replace(precision="bf16"), tmp_path / "bf16", num_epochs=1, progress=False)
     assert keras.config.dtype_policy().name == before == "float32"
-    autoencoder, _ = training.load_model(run_dir / "autoencoder.keras")
+    autoencoder, _ = modelfiles.load_model(run_dir / "autoencoder.keras")
     assert autoencoder.get_layer("encoder").get_layer("enc1_conv").dtype_policy.name == "mixed_bfloat16"
     assert np.isfinite(pd.read_csv(run_dir / "history.csv")["loss"]).all()
 
 
 def test_precision_policy_is_restored_after_an_error():
     with pytest.raises(RuntimeError):
-        with training.precision_policy("fp16"):
+        with devices.precision_policy("fp16"):
             assert keras.config.dtype_policy().name == "mixed_float16"
             raise RuntimeError("boom")
     assert keras.config.dtype_policy().name == "float32"
 
 
 def test_auto_precision_sets_the_best_policy_and_restores_the_previous_one(monkeypatch):
-    monkeypatch.setattr(hardware, "best_precision", lambda: "fp16")
-    with training.precision_policy("auto"):
+    monkeypatch.setattr(hardware, "best_precision", lambda width=None: "fp16")
+    with devices.precision_policy("auto"):
         assert keras.config.dtype_policy().name == "mixed_float16"
     assert keras.config.dtype_policy().name == "float32"
 
@@ -225,7 +234,7 @@ def resplit(data, seed: int):
 def test_an_encoder_pretrained_on_the_test_images_is_refused(pretrained, data, config, tmp_path):
     with pytest.raises(AebonetError, match=r"pretrained on \d+ of this run's validation/test images .*--seed 0"):
         training.train(resplit(data, 1), config, tmp_path / "run", encoder=pretrained / "encoder.keras", progress=False)
-    assert not training.has_run(tmp_path / "run")
+    assert not records.has_record(tmp_path / "run")
     training.check_encoder_split(pretrained / "encoder.keras", data)  # the pretraining split itself is fine
 
 
@@ -234,7 +243,7 @@ def test_an_encoder_without_its_split_files_is_accepted(pretrained, data, config
         shutil.copy(pretrained / name, tmp_path / name)
     record = training.train_record(resplit(data, 1), config, "aebonet", tmp_path / "encoder.keras", None, False, 1,
                                    None, None)
-    assert record["encoder"] == str((tmp_path / "encoder.keras").resolve())
+    assert record.encoder == str((tmp_path / "encoder.keras").resolve())
 
 
 def test_a_phantom_of_another_seed_shares_ids_but_not_images(pretrained, config, tmp_path):
@@ -262,11 +271,11 @@ def test_a_run_started_with_relative_paths_resumes_from_another_folder(pretraine
                            num_epochs=1, progress=False)
     record = read_json(tmp_path / "run" / "config.json")
     assert record["encoder"] == str((pretrained / "encoder.keras").resolve()) and record["backbone"] == "aebonet"
-    assert not training.read_state(tmp_path / "run")
+    assert not checkpoints.read_state(tmp_path / "run")
     monkeypatch.chdir(tmp_path)
     training.train(data, config, tmp_path / "run", resume=True, progress=False)
-    assert training.run_finished(tmp_path / "run")
-    assert read_json(tmp_path / "run" / "model.trust.json")["method"] == "reconstruction"
+    assert checkpoints.run_finished(tmp_path / "run")
+    assert read_json(tmp_path / "run" / "model.trust.json")["method"] == "reconstruction+features"
 
 
 MIRRORED_SCRIPT = """
@@ -274,14 +283,19 @@ import sys
 import tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-from aebonet_lib import hardware, splits, training
+from aebonet_lib.runs import hardware
+from aebonet_lib.data import splits
+from aebonet_lib.runs import checkpoints
+from aebonet_lib.runs import devices
+from aebonet_lib.runs import modelfiles
+from aebonet_lib.runs import training
 from aebonet_lib.config import get_config
-from aebonet_lib.data import load_data
+from aebonet_lib.data.loading import load_data
 config = get_config("cpu", image_size=32, width=0.125, ae_batch_size=8)
 data = load_data("phantom:60", 32, split=config.split, cache_root=sys.argv[1], progress=False)
-print("replicas", training.get_strategy("mirrored").num_replicas_in_sync)
+print("replicas", devices.get_strategy("mirrored").num_replicas_in_sync)
 run_dir = training.pretrain(data, config, sys.argv[2], num_epochs=1, distribute="mirrored", progress=False)
-print("finished", training.run_finished(run_dir))
+print("finished", checkpoints.run_finished(run_dir))
 """
 
 

@@ -1,4 +1,4 @@
-"""Tests of aebonet_lib.trust: clamped ages, out-of-distribution flags, calibration, and where they show up."""
+"""Tests of aebonet_lib.evaluation.trust: clamped ages, out-of-distribution flags, calibration, and where they show up."""
 
 from __future__ import annotations
 
@@ -11,12 +11,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from aebonet_lib import predict, training, trust
 from aebonet_lib.cli import main
 from aebonet_lib.config import get_config
-from aebonet_lib.data import load_data
+from aebonet_lib.data.loading import load_data
 from aebonet_lib.errors import AebonetError
-from aebonet_lib.files import read_json
+from aebonet_lib.evaluation import predict, trust
+from aebonet_lib.runs import training
+from aebonet_lib.runs.files import read_json
 
 FLAGS = ["predicted", "predicted_raw", "out_of_range", "ood_score", "unlike_training", "flagged"]
 
@@ -61,7 +62,7 @@ def images(data, split: str) -> np.ndarray:
 def copy_model(model_path: Path, folder: Path, with_trust: bool = False) -> Path:
     """Copy a model file with its model.json (and, when asked, its calibration) into `folder`."""
     folder.mkdir(parents=True, exist_ok=True)
-    names = ["model.keras", "model.json"] + (["model.trust.json"] if with_trust else [])
+    names = ["model.keras", "model.json"] + (["model.trust.json", "model.trust.npz"] if with_trust else [])
     for name in names:
         shutil.copy(model_path.parent / name, folder / name)
     return folder / "model.keras"
@@ -90,9 +91,19 @@ def test_calibration_threshold_is_the_99th_percentile_of_the_training_scores(scr
     assert trust.trust_path(scratch_model).name == "model.trust.json"
     assert record["method"] == "features" and record["n"] == len(data.splits["train"])
     scores = trust.score(scratch_model, data.X[data.splits["train"]])
-    assert record["threshold"] == pytest.approx(np.percentile(scores, 99), rel=1e-5)
-    assert np.mean(scores > record["threshold"]) <= 0.05
-    assert len(record["feature_mean"]) == len(record["feature_std"]) > 0
+    assert np.percentile(scores, 99) == pytest.approx(1.0, rel=1e-5)  # scores are distances over the threshold
+    assert np.mean(trust.outside(scores)) <= 0.05
+    arrays = trust.load_feature_arrays(scratch_model)
+    dims = record["features"]["dimensions"]
+    assert arrays["location"].shape == (dims,) and arrays["precision"].shape == (dims, dims)
+
+
+def test_feature_distance_is_the_mahalanobis_distance():
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(500, 3)) * [1.0, 5.0, 0.2]
+    fitted = trust.fit_feature_distance(features)
+    distances = trust.feature_distances(np.array([[0.0, 5.0, 0.0], [0.0, 0.0, 1.0]]), fitted)
+    assert distances[0] == pytest.approx(1.0, rel=0.2) and distances[1] == pytest.approx(25.0, rel=0.2)
 
 
 def test_calibration_scores_a_fixed_sample_of_a_big_training_set(scratch_model, data, tmp_path, monkeypatch):
@@ -101,29 +112,29 @@ def test_calibration_scores_a_fixed_sample_of_a_big_training_set(scratch_model, 
     first = trust.calibrate(model, data.X[data.splits["train"]], percentile=90)
     second = trust.calibrate(model, data.X[data.splits["train"]], percentile=90)
     assert first["n"] == 10 and first["n_train"] == len(data.splits["train"]) and first["percentile"] == 90
-    assert first["threshold"] == second["threshold"] == read_json(tmp_path / "model.trust.json")["threshold"]
+    assert first["features"]["threshold"] == second["features"]["threshold"]
+    assert first["features"]["threshold"] == read_json(tmp_path / "model.trust.json")["features"]["threshold"]
 
 
 def test_reconstruction_flags_inverted_and_blank_images(aebonet_model, data):
     record = trust.read_calibration(aebonet_model)
-    assert record["method"] == "reconstruction"
+    assert record["method"] == "reconstruction+features"
     assert (aebonet_model.parent / "model.autoencoder.keras").is_file()  # the run folder is self-contained
     X = images(data, "test")
     scores = trust.score(aebonet_model, X)
     np.testing.assert_allclose(scores, trust.score(aebonet_model, data.X[data.splits["test"]][..., None]), rtol=1e-5)
-    assert np.sum(scores > record["threshold"]) <= 1
+    assert np.sum(trust.outside(scores)) <= 2
     odd = np.concatenate([1 - X, np.ones((2, 32, 32), np.float32)])  # inverted radiographs, blank (white) images
     table = trust.flag(aebonet_model, odd, np.full(len(odd), 120.0))
     assert table["unlike_training"].all() and table["flagged"].all() and not table["out_of_range"].any()
-    assert (table["ood_score"] > record["threshold"]).all()
+    assert (table["ood_score"] > 1).all()
 
 
 def test_features_method_flags_inverted_and_blank_images(scratch_model, data):
     X = images(data, "test")
-    threshold = trust.read_calibration(scratch_model)["threshold"]
-    assert np.sum(trust.score(scratch_model, X) > threshold) <= 1
+    assert np.sum(trust.outside(trust.score(scratch_model, X))) <= 1
     odd = np.concatenate([1 - X, np.zeros((1, 32, 32), np.float32), np.ones((1, 32, 32), np.float32)])
-    assert (trust.score(scratch_model, odd) > threshold).all()
+    assert trust.outside(trust.score(scratch_model, odd)).all()
 
 
 def test_a_sex_input_model_is_calibrated_on_its_pooled_image_features(runs, data, config):
@@ -155,7 +166,8 @@ def test_flag_summary_says_how_many_images_and_why(aebonet_model, data):
     table = trust.flag(aebonet_model, X, np.array([-20.0, 100.0, 100.0]))
     assert trust.flag_summary(table) == (
         "warning: 2 of 3 images flagged: 1 prediction outside 0-240 months (clamped), 1 unlike the training images "
-        "(reconstruction error outside the 1st to the 99th percentile of the training set); see the flag columns")
+        "(reconstruction error outside the 1st to 99th percentile, or feature distance above the 99th percentile, "
+        "of the training set); see the flag columns")
     assert trust.flag_summary(table.iloc[1:2]) is None
     assert trust.ordinal(95) == "95th" and trust.ordinal(91) == "91st" and trust.ordinal(99.5) == "99.5th"
 

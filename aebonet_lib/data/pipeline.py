@@ -14,8 +14,8 @@ import math
 import numpy as np
 import tensorflow as tf
 
-from .data import BoneAgeData
-from .errors import AebonetError
+from aebonet_lib.data.loading import BoneAgeData
+from aebonet_lib.errors import AebonetError
 
 ROTATION_DEGREES = 10.0  # at most this much rotation either way
 SHIFT_FRACTION = 0.05  # at most this fraction of the image side, in x and in y
@@ -25,7 +25,7 @@ CONTRAST_RANGE = (0.8, 1.2)  # factor on the distance from the image mean
 TARGETS = ("age", "image")
 
 
-def split_indices(data: BoneAgeData, split: str, target: str, sex_input: bool) -> np.ndarray:
+def usable_indices(data: BoneAgeData, split: str, target: str, sex_input: bool) -> np.ndarray:
     """Return a split's indices, checking that every image has what the model will be given."""
     if target not in TARGETS:
         raise AebonetError(f"target {target!r}: choose 'age' (regressor) or 'image' (autoencoder)")
@@ -116,7 +116,7 @@ def make_tf_dataset(data: BoneAgeData, split: str, batch_size: int, target: str 
         raise AebonetError(f"augment=True on split {split!r}: augmentation is for the training split only")
     if batch_size < 1:
         raise AebonetError(f"batch_size {batch_size}: must be at least 1")
-    indices = split_indices(data, split, target, sex_input)
+    indices = usable_indices(data, split, target, sex_input)
     if shuffle is None:
         shuffle = split == "train"
     ds = tf.data.Dataset.from_tensor_slices(indices.astype(np.int64))

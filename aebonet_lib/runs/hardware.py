@@ -1,6 +1,6 @@
 """What this machine is: CPU model and vector extensions, cores, memory, GPUs, and the precision to train in.
 
-Chapter 5 opens with `describe()`: before asking how fast training is, ask what the
+Chapter 5 opens with `describe_machine()`: before asking how fast training is, ask what the
 machine could do. `best_precision()` turns the answer into a choice: bfloat16 where
 it pays (CPUs with AMX-BF16, GPUs of compute capability 8.0 and later), float16 on older GPUs with tensor cores (7.x), else float32.
 TensorFlow is imported only by the functions that ask it about GPUs.
@@ -14,13 +14,14 @@ from pathlib import Path
 
 # CPU flags (as /proc/cpuinfo spells them) that decide how fast the arithmetic of training can be.
 CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16", "amx_int8")
-# AMX-BF16 makes bfloat16 training pay on a CPU. On this course's 2-core AMD EPYC, which has
-# AVX512-BF16 but no AMX, bf16 trains full-width models at 128-256 px 1.8-2.0x as fast as fp32,
-# but the `cpu` preset that actually runs on a CPU gains nothing (126 against 151 images/s), nor
-# does the demo (2.3 against 2.6 min quiet; 221 against 210 CPU s under load): see
-# benchmarks/results/cpu-epyc-2core-*.md. So AVX512-BF16 alone does not count; pass
-# `--precision bf16` for full-width models on such a CPU.
-BF16_CPU_FLAGS = ("amx_bf16",)
+# bfloat16 on a CPU pays for large models only. On this course's 2-core AMD EPYC (AVX512-BF16,
+# no AMX), bf16 trains full-width models at 128-256 px 1.8-2.0x as fast as fp32, but the `cpu`
+# preset (width 0.25) gains nothing (126 against 151 images/s), nor does the demo (2.3 against
+# 2.6 min): benchmarks/results/cpu-epyc-2core-*.md. On an Intel Xeon with AMX-BF16, chapter 5
+# measured the `cpu` preset in bf16 at 0.72x fp32. So `auto` picks bf16 on a CPU only for
+# full-width models (width >= BF16_CPU_MIN_WIDTH) and only with native bf16 arithmetic.
+BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
+BF16_CPU_MIN_WIDTH = 1.0
 BF16_GPU_CAPABILITY = (8, 0)  # Ampere (A100) and later: bfloat16 tensor cores
 FP16_GPU_CAPABILITY = (7, 0)  # Volta and Turing: float16 tensor cores only
 
@@ -81,7 +82,7 @@ def gpu_info() -> list[dict]:
 
 
 def has_native_bf16(flags) -> bool:
-    """Tell whether a CPU with these flags trains faster in bfloat16 (it has AMX-BF16)."""
+    """Tell whether a CPU with these flags computes bfloat16 natively (AVX512-BF16 or AMX-BF16)."""
     return any(flag in flags for flag in BF16_CPU_FLAGS)
 
 
@@ -93,17 +94,20 @@ def gpu_precision(capability) -> str:
     return "fp16" if capability >= FP16_GPU_CAPABILITY else "fp32"
 
 
-def best_precision(gpus: list[dict] | None = None, cpu_flags=None) -> str:
-    """Return "bf16", "fp16" or "fp32": the fastest precision this machine's hardware computes natively.
+def best_precision(gpus: list[dict] | None = None, cpu_flags=None, width: float | None = None) -> str:
+    """Return "bf16", "fp16" or "fp32": the precision measured fastest on this hardware for a model of this width.
 
-    With GPUs, the first GPU decides (training runs there); without, the CPU's flags.
-    Pass `gpus` (as `gpu_info` returns them) and `cpu_flags` to decide for another machine.
+    With GPUs, the first GPU decides (training runs there); without, the CPU's flags and
+    the model's width multiplier (None: a small, CPU-sized model): bf16 only for
+    full-width models on a CPU with native bf16. Pass `gpus` (as `gpu_info` returns them)
+    and `cpu_flags` to decide for another machine.
     """
     gpus = gpu_info() if gpus is None else gpus
     if gpus:
         return gpu_precision(gpus[0]["compute_capability"])
     flags = cpu_info()["flags"] if cpu_flags is None else cpu_flags
-    return "bf16" if has_native_bf16(flags) else "fp32"
+    large = width is not None and width >= BF16_CPU_MIN_WIDTH
+    return "bf16" if large and has_native_bf16(flags) else "fp32"
 
 
 def load_average() -> list[float] | None:
@@ -122,7 +126,7 @@ def library_versions() -> dict:
             "tf32": tf.config.experimental.tensor_float_32_execution_enabled()}
 
 
-def describe() -> dict:
+def describe_machine() -> dict:
     """Return what this machine is, as a JSON-friendly dict: CPU, flags that matter, cores, memory, GPUs (chapter 5)."""
     cpu = cpu_info()
     gpus = gpu_info()

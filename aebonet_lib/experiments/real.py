@@ -29,11 +29,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import experiments, metrics, predict, rsna_results, training, trust
-from .config import Config, get_config
-from .data import BoneAgeData, load_data
-from .errors import AebonetError
-from .files import atomic_write, read_json, write_json
+from aebonet_lib.config import Config, get_config
+from aebonet_lib.data.loading import BoneAgeData, load_data
+from aebonet_lib.errors import AebonetError
+from aebonet_lib.evaluation import metrics, predict, trust
+from aebonet_lib.experiments import protocol, rsna_results
+from aebonet_lib.runs import checkpoints, training
+from aebonet_lib.runs.files import atomic_write, read_json, write_json
 
 PRESET = "rsna-cpu"
 EVAL_SPLITS = ("test", "val")  # the paper's 200 test images, and the 2,323 validation images as a second test
@@ -45,7 +47,7 @@ class Job:
 
     fraction: float  # fraction of the training labels
     seed: int  # added to the config's seed
-    arm: str  # experiments.PRETRAINED or experiments.SCRATCH
+    arm: str  # protocol.PRETRAINED or protocol.SCRATCH
     sex_input: bool = False
     augment: bool = False
 
@@ -58,14 +60,14 @@ class Job:
 
 def plan(fractions: tuple[float, ...], num_seeds: int, extras: bool = True) -> list[Job]:
     """Return the runs in order of importance: all labels (seed 0), fewer labels by seed, more seeds at 100 %, extras."""
-    arms = (experiments.PRETRAINED, experiments.SCRATCH)
+    arms = (protocol.PRETRAINED, protocol.SCRATCH)
     full = max(fractions)
     jobs = [Job(full, 0, arm) for arm in arms]
     for seed in range(num_seeds):
         jobs += [Job(f, seed, arm) for f in sorted(fractions) if f != full for arm in arms]
     jobs += [Job(full, seed, arm) for seed in range(1, num_seeds) for arm in arms]
     if extras:
-        jobs.append(Job(full, 0, experiments.PRETRAINED, sex_input=True, augment=True))
+        jobs.append(Job(full, 0, protocol.PRETRAINED, sex_input=True, augment=True))
     return jobs
 
 
@@ -90,13 +92,13 @@ def git_commit() -> str | None:
     return out.stdout.strip() or None
 
 
-def provenance(source: str, config: Config, budget: experiments.Budget, command: str | None) -> dict:
+def provenance(source: str, config: Config, budget: protocol.Budget, command: str | None) -> dict:
     """Return what produced the results: command, commit, preset, budget, data checksum and machine."""
-    from .hardware import describe
+    from aebonet_lib.runs.hardware import describe_machine
 
     return {"command": command or " ".join(sys.argv), "commit": git_commit(), "preset": config.name,
             "config": config.to_dict(), "budget": dataclasses.asdict(budget), "data": str(Path(source).resolve()),
-            "data_checksum": dataset_digest(source) if Path(source).is_dir() else None, "machine": describe(),
+            "data_checksum": dataset_digest(source) if Path(source).is_dir() else None, "machine": describe_machine(),
             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
 
 
@@ -109,17 +111,17 @@ def evaluate_run(run_dir: Path, data: BoneAgeData) -> None:
             predict.evaluate(run_dir / "model.keras", data, split=split, out_dir=out, progress=False)
 
 
-def run_job(job: Job, data: BoneAgeData, config: Config, budget: experiments.Budget, encoder: Path,
+def run_job(job: Job, data: BoneAgeData, config: Config, budget: protocol.Budget, encoder: Path,
             runs_dir: Path) -> Path:
     """Fine-tune one job's arm on its seeded label subset (resuming), then test it; return its run folder."""
-    subset = experiments.label_subset(data.splits["train"], job.fraction, config.seed + job.seed)
-    steps = experiments.run_steps(budget, config, len(data.splits["train"]))
-    num_epochs = experiments.epochs_for_steps(len(subset), config.reg_batch_size, steps, budget.min_epochs)
+    subset = protocol.label_subset(data.splits["train"], job.fraction, config.seed + job.seed)
+    steps = protocol.run_steps(budget, config, len(data.splits["train"]))
+    num_epochs = protocol.epochs_for_steps(len(subset), config.reg_batch_size, steps, budget.min_epochs)
     run_dir = runs_dir / job.name
     job_config = config.replace(seed=config.seed + job.seed, augment=job.augment)
-    backbone = "aebonet" if job.arm == experiments.PRETRAINED else "scratch"
+    backbone = "aebonet" if job.arm == protocol.PRETRAINED else "scratch"
     start = time.perf_counter()
-    training.train(experiments.with_labels(data, subset), job_config, run_dir, backbone=backbone,
+    training.train(protocol.with_labels(data, subset), job_config, run_dir, backbone=backbone,
                    encoder=encoder if backbone == "aebonet" else None, sex_input=job.sex_input,
                    num_epochs=num_epochs, resume=True, progress=False)
     evaluate_run(run_dir, data)
@@ -142,7 +144,7 @@ def log(message: str) -> None:
 def real_experiment(source: str | os.PathLike, out_dir: str | os.PathLike, preset: str = PRESET,
                     num_seeds: int | None = None, fractions: tuple[float, ...] | None = None, extras: bool = True,
                     command: str | None = None, cache_root: str | os.PathLike | None = None,
-                    config: Config | None = None, budget: experiments.Budget | None = None,
+                    config: Config | None = None, budget: protocol.Budget | None = None,
                     part: tuple[int, int] | None = None, collect_only: bool = False) -> Path:
     """Pretrain, fine-tune both arms at each label fraction and seed, test every run on test and val; return out_dir.
 
@@ -155,7 +157,7 @@ def real_experiment(source: str | os.PathLike, out_dir: str | os.PathLike, prese
     """
     out_dir = Path(out_dir)
     config = config or get_config(preset)
-    budget = budget or experiments.get_budget(preset, num_seeds=num_seeds, fractions=fractions)
+    budget = budget or protocol.get_budget(preset, num_seeds=num_seeds, fractions=fractions)
     if max(budget.fractions) != 1.0:
         raise AebonetError(f"fractions {budget.fractions}: the real-data experiment needs 1 (all labels) among them")
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -172,7 +174,7 @@ def real_experiment(source: str | os.PathLike, out_dir: str | os.PathLike, prese
     log(f"pretrained: {pretrain_dir / 'encoder.keras'}")
     jobs = plan(budget.fractions, budget.num_seeds, extras)
     for job in jobs if part is None else jobs[part[0]::part[1]]:
-        if collect_only and not training.run_finished(out_dir / "runs" / job.name):
+        if collect_only and not checkpoints.run_finished(out_dir / "runs" / job.name):
             log(f"{job.name}: not finished; left out (collect only)")
             continue
         run_dir = run_job(job, data, config, budget, pretrain_dir / "encoder.keras", out_dir / "runs")
@@ -183,7 +185,7 @@ def real_experiment(source: str | os.PathLike, out_dir: str | os.PathLike, prese
     phantom_model = phantom_run(config, out_dir / "runs" / "phantom", cache_root)
     log(f"phantom-trained AE-BoNet: {phantom_model}")
     rsna_results.collect(out_dir / "runs", out_dir / "results", read_json(out_dir / "provenance.json"))
-    real_model = out_dir / "runs" / rsna_results.main_run(experiments.PRETRAINED) / "model.keras"
+    real_model = out_dir / "runs" / rsna_results.main_run(protocol.PRETRAINED) / "model.keras"
     ensure_calibrated(real_model, data, pretrain_dir / "encoder.keras")
     trust_report(real_model, phantom_model, data, config, cache_root, out_dir / "results" / "trust.csv")
     log(f"results in {out_dir / 'results'}")
@@ -206,8 +208,9 @@ def phantom_run(config: Config, runs_dir: Path, cache_root=None) -> Path:
 
 
 def ensure_calibrated(model_path: Path, data: BoneAgeData, encoder: Path | None) -> None:
-    """Calibrate a model's out-of-distribution threshold on its training split unless it has one."""
-    if trust.read_calibration(model_path) is None:
+    """Calibrate a model's out-of-distribution thresholds on its training split unless it has a current calibration."""
+    record = trust.read_calibration(model_path)
+    if record is None or "features" not in record:
         trust.calibrate_run(model_path, training.use_run_splits(data, model_path.parent), encoder)
 
 
@@ -260,5 +263,5 @@ def trust_report(real_model: Path, phantom_model: Path, data: BoneAgeData, confi
     return table
 
 
-if __name__ == "__main__":  # python -m aebonet_lib.real DATA OUT: the background form of `aebonet experiment real`
+if __name__ == "__main__":  # python -m aebonet_lib.experiments.real DATA OUT: the background form of `aebonet experiment real`
     print(json.dumps({"out": str(real_experiment(sys.argv[1], sys.argv[2], command=" ".join(sys.argv)))}))

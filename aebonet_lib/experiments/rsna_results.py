@@ -27,9 +27,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import experiments, metrics
-from .errors import AebonetError
-from .files import atomic_write, read_json, write_json
+from aebonet_lib.errors import AebonetError
+from aebonet_lib.evaluation import metrics
+from aebonet_lib.experiments import protocol
+from aebonet_lib.runs.files import atomic_write, read_json, write_json
 
 SHIPPED = Path(str(resources.files("aebonet_lib") / "results" / "rsna-cpu"))
 SPLITS = ("test", "val")
@@ -156,8 +157,8 @@ def main_run(arm: str, seed: int = 0) -> str:
 
 def mean_baseline(results: RealResults, split: str = "val") -> dict:
     """Return MAE and MSE (95 % intervals) of predicting the training images' mean age for every child."""
-    y = results.predicted(main_run(experiments.PRETRAINED), split).true.to_numpy()
-    y_mean = float(results.runs.set_index("run").loc[main_run(experiments.PRETRAINED), "y_mean"])
+    y = results.predicted(main_run(protocol.PRETRAINED), split).true.to_numpy()
+    y_mean = float(results.runs.set_index("run").loc[main_run(protocol.PRETRAINED), "y_mean"])
     return metrics.summarize(y, np.full(len(y), y_mean), n_boot=N_BOOT) | {"y_mean": y_mean}
 
 
@@ -194,7 +195,7 @@ def label_efficiency(results: RealResults, split: str = "val") -> pd.DataFrame:
     """Return one row per label fraction: each arm's MAE over seeds, and pretrained minus scratch with its interval."""
     rows = []
     for fraction in sorted(results.runs[results.runs.group.str.startswith("labels-")].fraction.unique()):
-        pre, scr = (seed_errors(results, fraction, arm, split) for arm in (experiments.PRETRAINED, experiments.SCRATCH))
+        pre, scr = (seed_errors(results, fraction, arm, split) for arm in (protocol.PRETRAINED, protocol.SCRATCH))
         if pre is None or scr is None:
             continue
         zeros = np.zeros(len(pre))  # mae(0, e) is the mean of e >= 0
@@ -219,8 +220,8 @@ def benefit_trend(results: RealResults, split: str = "val", seed: int = 0) -> di
     table = label_efficiency(results, split)
     if len(table) < 2:
         raise AebonetError("benefit_trend needs finished runs at two or more label fractions")
-    benefits = np.stack([seed_errors(results, f, experiments.SCRATCH, split)
-                         - seed_errors(results, f, experiments.PRETRAINED, split) for f in table.fraction])
+    benefits = np.stack([seed_errors(results, f, protocol.SCRATCH, split)
+                         - seed_errors(results, f, protocol.PRETRAINED, split) for f in table.fraction])
     x = np.log2(table.fraction.to_numpy())
     idx = metrics.resample_indices(benefits.shape[1], N_BOOT, seed)
     resampled = benefits[:, idx].mean(axis=2)  # (fractions, n_boot)
@@ -238,7 +239,7 @@ def label_efficiency_long(table: pd.DataFrame) -> pd.DataFrame:
     """Return the label-efficiency table as one row per (fraction, arm), the form plots.plot_label_efficiency takes."""
     rows = [{"fraction": r.fraction, "arm": arm, "mae": getattr(r, arm), "ci_low": getattr(r, f"{arm}_ci")[0],
              "ci_high": getattr(r, f"{arm}_ci")[1]}
-            for r in table.itertuples() for arm in (experiments.PRETRAINED, experiments.SCRATCH)]
+            for r in table.itertuples() for arm in (protocol.PRETRAINED, protocol.SCRATCH)]
     return pd.DataFrame(rows)
 
 
@@ -256,7 +257,7 @@ def readme_table(results: RealResults) -> str:
     n = results.runs.iloc[0]
     held_out = f"paper's split: {n.test_n} test / {n.val_n:,} validation"
     lines = ["| method | test images | MAE, months (95 % CI) | source |", "| --- | --- | --- | --- |"]
-    for arm, label in ((experiments.PRETRAINED, "AE-BoNet, this course"), (experiments.SCRATCH, "same network from scratch, this course")):
+    for arm, label in ((protocol.PRETRAINED, "AE-BoNet, this course"), (protocol.SCRATCH, "same network from scratch, this course")):
         run = main_run(arm)
         lines.append(f"| {label} ({ours}) | {held_out} | "
                      f"{format_mae(run_metrics(results, run, 'test'))} / {format_mae(run_metrics(results, run, 'val'))} "
@@ -283,19 +284,19 @@ def readme_section(text: str) -> str:
 
 
 def update_readme(path: str | Path, results: RealResults | None = None) -> None:
-    """Write the results table (readme_table) between the README's markers (python -m aebonet_lib.rsna_results)."""
+    """Write the results table (readme_table) between the README's markers (python -m aebonet_lib.experiments.rsna_results)."""
     path = Path(path)
     text = path.read_text()
     table = readme_table(results or load())
     path.write_text(text.replace(README_START + readme_section(text) + README_END, README_START + table + README_END))
 
 
-SHIPPED_MODEL_FILES = ("model.keras", "model.trust.json", "model.autoencoder.keras", "model.autoencoder.json")
+SHIPPED_MODEL_FILES = ("model.keras", "model.trust.json", "model.trust.npz", "model.autoencoder.keras", "model.autoencoder.json")
 
 
 def ship_model(run_dir: str | Path, name: str = "rsna-cpu") -> Path:
     """Copy a finished, calibrated run's model into the package (pretrained/NAME), with the RSNA attribution."""
-    from .predict import PRETRAINED_DIR
+    from aebonet_lib.evaluation.predict import PRETRAINED_DIR
 
     run_dir, dest = Path(run_dir), PRETRAINED_DIR / name
     if not (run_dir / "model.trust.json").is_file():
@@ -313,17 +314,17 @@ def ship_model(run_dir: str | Path, name: str = "rsna-cpu") -> Path:
     return dest / "model.keras"
 
 
-def publish(out_dir: str | Path, readme: str | Path = Path(__file__).resolve().parents[1] / "README.md") -> None:
+def publish(out_dir: str | Path, readme: str | Path = Path(__file__).resolve().parents[2] / "README.md") -> None:
     """Ship an experiment's results and its AE-BoNet (all labels, seed 0) with the library, and update the README table."""
     out_dir = Path(out_dir)
     SHIPPED.mkdir(parents=True, exist_ok=True)
     for path in sorted((out_dir / "results").iterdir()):
         shutil.copyfile(path, SHIPPED / path.name)
-    ship_model(out_dir / "runs" / main_run(experiments.PRETRAINED))
+    ship_model(out_dir / "runs" / main_run(protocol.PRETRAINED))
     update_readme(readme)
 
 
-if __name__ == "__main__":  # python -m aebonet_lib.rsna_results OUT: ship OUT/results and its model, update the README
+if __name__ == "__main__":  # python -m aebonet_lib.experiments.rsna_results OUT: ship OUT/results and its model, update the README
     import sys
 
-    publish(sys.argv[1]) if len(sys.argv) > 1 else update_readme(Path(__file__).resolve().parents[1] / "README.md")
+    publish(sys.argv[1]) if len(sys.argv) > 1 else update_readme(Path(__file__).resolve().parents[2] / "README.md")

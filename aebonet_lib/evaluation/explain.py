@@ -22,7 +22,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from .errors import AebonetError
+from aebonet_lib.errors import AebonetError
 
 
 def find_encoder(model: keras.Model, encoder_name: str = "encoder") -> keras.Model:

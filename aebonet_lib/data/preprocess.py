@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from .errors import AebonetError
+from aebonet_lib.errors import AebonetError
 
 # Bump when a preprocessing step changes, so that every cache made before is rebuilt.
 PREPROCESS_VERSION = 1
@@ -119,3 +119,9 @@ def preprocess(image: np.ndarray, params: PreprocessParams) -> np.ndarray:
 def to_uint8(image: np.ndarray) -> np.ndarray:
     """Quantize a [0, 1] image to 256 grey levels for the cache (error at most 1/510)."""
     return np.round(np.clip(image, 0, 1) * 255).astype(np.uint8)
+
+
+def to_float(images: np.ndarray) -> np.ndarray:
+    """Return images as float32 in [0, 1]: uint8 (a cache's) divided by 255, float images as they are."""
+    images = np.asarray(images)
+    return images.astype(np.float32) / 255 if images.dtype == np.uint8 else images.astype(np.float32)

@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .config import PRESETS
-from .errors import AebonetError
-from .files import atomic_write, read_json, read_table
+from aebonet_lib.config import PRESETS
+from aebonet_lib.errors import AebonetError
+from aebonet_lib.runs.files import atomic_write, read_json, read_table
 
 PAPER = "Sirati-Amsheh, Shabaninia & Chaparian, J Biomed Phys Eng 2025, doi:10.31661/jbpe.v0i0.2304-1609"
 PAPER_URL = "https://jbpe.sums.ac.ir/article_49723.html"

@@ -28,11 +28,11 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from .data import decode_image, image_problem
-from . import hardware
-from .errors import AebonetError
-from .files import atomic_path, atomic_write, read_json, write_json
-from .preprocess import PreprocessParams, preprocess, to_uint8
+from aebonet_lib.data.imagefiles import decode_image, image_problem
+from aebonet_lib.data.preprocess import PreprocessParams, preprocess, to_uint8
+from aebonet_lib.errors import AebonetError
+from aebonet_lib.runs import hardware
+from aebonet_lib.runs.files import atomic_path, atomic_write, read_json, write_json
 
 CACHE_FORMAT = 1
 MANIFEST = "manifest.json"
@@ -256,7 +256,7 @@ def build_cache(table: pd.DataFrame, params: PreprocessParams, cache_dir: str | 
     return open_cache(cache_dir)
 
 
-def read_table(path: Path) -> pd.DataFrame:
+def read_cache_table(path: Path) -> pd.DataFrame:
     """Read a cache's table.csv: ids and sets as text, ages and sexes as float32 with NaN for unknown."""
     table = pd.read_csv(path, dtype=str, keep_default_na=False)
     for column in ("boneage", "male"):
@@ -271,10 +271,50 @@ def open_cache(cache_dir: str | os.PathLike) -> Cache:
         raise AebonetError(f"{cache_dir}: not a cache folder (no {MANIFEST}); make one with `aebonet prepare --out {cache_dir}`")
     manifest = read_json(cache_dir / MANIFEST)
     X = np.load(cache_dir / IMAGES, mmap_mode="r")
-    table = read_table(cache_dir / TABLE)
+    table = read_cache_table(cache_dir / TABLE)
     if len(table) != len(X):
         raise AebonetError(f"{cache_dir}: {TABLE} has {len(table)} rows but {IMAGES} {len(X)} images; "
                            "delete the folder and prepare it again")
     bad = pd.DataFrame([(e["id"], e["path"], e["problem"]) for e in manifest["files"] if e["problem"]],
                        columns=["id", "path", "problem"])
     return Cache(cache_dir, X, table, PreprocessParams.from_dict(manifest["params"]), bad, manifest)
+
+
+# Smaller sizes from a prepared cache
+
+
+def derived_dir(cache: Cache, image_size: int, root: Path) -> Path:
+    """Return where a cache's copy at a smaller image size lives: under ROOT/derived, named after the original."""
+    key = hashlib.sha256(str(cache.path.resolve()).encode()).hexdigest()[:8]
+    return root / "derived" / f"{cache.path.name}-{key}-{image_size}px"
+
+
+def shrink(images: np.ndarray, image_size: int) -> np.ndarray:
+    """Return uint8 square images resized to image_size x image_size by area averaging."""
+    out = np.empty((len(images), image_size, image_size), np.uint8)
+    for i, image in enumerate(images):
+        out[i] = cv2.resize(np.asarray(image), (image_size, image_size), interpolation=cv2.INTER_AREA)
+    return out
+
+
+def derive_cache(cache: Cache, image_size: int, root: str | os.PathLike) -> Cache:
+    """Return the cache at a smaller image size, made once from its images (area-averaged) and reused after.
+
+    Resizing a resized-and-padded image again keeps its proportions and padding, so the
+    result matches a cache prepared at that size up to interpolation.
+    """
+    if image_size >= cache.params.image_size:
+        raise AebonetError(f"{cache.path}: holds {cache.params.image_size}-pixel images; {image_size} px would only "
+                           f"upsample them; prepare a cache with --size {image_size} from the dataset folder")
+    target = derived_dir(cache, image_size, Path(root))
+    manifest = cache.manifest | {"params": cache.params.to_dict() | {"image_size": image_size},
+                                 "derived_from": str(cache.path.resolve())}
+    if is_cache(target) and read_json(target / MANIFEST).get("table_sha256") == manifest.get("table_sha256"):
+        return open_cache(target)
+    target.mkdir(parents=True, exist_ok=True)
+    with atomic_path(target / IMAGES) as tmp, open(tmp, "wb") as f:
+        np.save(f, shrink(cache.X, image_size))
+    with atomic_write(target / TABLE) as f:
+        cache.table.to_csv(f, index=False)
+    write_json(target / MANIFEST, manifest)
+    return open_cache(target)

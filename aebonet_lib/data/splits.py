@@ -16,9 +16,9 @@ from typing import Sequence
 
 import numpy as np
 
-from .config import PAPER_SPLIT, SPLIT_KINDS
-from .errors import AebonetError
-from .files import atomic_write
+from aebonet_lib.config import PAPER_SPLIT, SPLIT_KINDS
+from aebonet_lib.errors import AebonetError
+from aebonet_lib.runs.files import atomic_write
 
 SPLIT_NAMES = ("train", "val", "test")
 

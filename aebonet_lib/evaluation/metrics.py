@@ -16,7 +16,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from .errors import AebonetError
+from aebonet_lib.errors import AebonetError
 
 # Age bands of chapter 6, in months: [low, high), the last one closed at 19 years.
 AGE_BANDS: dict[str, tuple[float, float]] = {

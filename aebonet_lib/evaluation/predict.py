@@ -16,17 +16,18 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from . import data as datasets
-from . import metrics, splits, trust
-from .config import Config
-from .data import BoneAgeData
-from .errors import AebonetError
-from .files import atomic_write, write_json
-from .preprocess import PreprocessParams, to_uint8
-from .training import load_model, read_model_meta, read_record
+from aebonet_lib.config import Config
+from aebonet_lib.data import imagefiles, loading, splits
+from aebonet_lib.data.loading import BoneAgeData
+from aebonet_lib.data.preprocess import PreprocessParams, to_float, to_uint8
+from aebonet_lib.errors import AebonetError
+from aebonet_lib.evaluation import metrics, trust
+from aebonet_lib.runs.files import atomic_write, write_json
+from aebonet_lib.runs.modelfiles import load_model, read_model_meta
+from aebonet_lib.runs.records import read_record
 
 SPLITS = ("train", "val", "test", "all")
-PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"  # shipped models: pretrained/NAME/model.keras
+PRETRAINED_DIR = Path(__file__).resolve().parents[1] / "pretrained"  # shipped models: pretrained/NAME/model.keras
 
 
 def shipped_models() -> list[str]:
@@ -80,7 +81,7 @@ def load_data_for_model(model_path: str | Path, source: str | None = None, skip_
     config = Config.from_dict(meta["config"])
     params = PreprocessParams.from_dict(meta["params"])
     seed = meta.get("data", {}).get("seed", config.seed)  # the data's seed, which experiments keep fixed across runs
-    return datasets.load_data(source or training_data(model_path), params.image_size, seed=seed, split=config.split,
+    return loading.load_data(source or training_data(model_path), params.image_size, seed=seed, split=config.split,
                               split_kind=config.split_kind, skip_bad=skip_bad, cache_root=cache_root,
                               clahe=params.clahe, normalize=params.normalize, phantom_n=config.phantom_n,
                               progress=progress)
@@ -88,9 +89,9 @@ def load_data_for_model(model_path: str | Path, source: str | None = None, skip_
 
 def recorded_data(model_path: str | Path) -> str | None:
     """Return the data source recorded with a model: its run's config.json, else its model.json; None without one."""
-    record = read_record(Path(model_path).parent) or {}
-    if isinstance(record.get("data"), str):
-        return record["data"]
+    record = read_record(Path(model_path).parent)
+    if record is not None:
+        return record.data
     return read_model_meta(model_path).get("data", {}).get("source")
 
 
@@ -99,7 +100,7 @@ def training_data(model_path: str | Path) -> str:
     source = recorded_data(model_path)
     if source is None:
         raise AebonetError(f"{model_path}: records no training data; pass --data with the data to evaluate it on")
-    if not datasets.is_phantom(source) and not Path(source).exists():
+    if not loading.is_phantom(source) and not Path(source).exists():
         raise AebonetError(f"{model_path}: trained on {source}, which is not on this machine; "
                            "pass --data with that dataset (or a copy of it)")
     return source
@@ -148,10 +149,10 @@ def check_trained_on(model_path: str | Path, data: BoneAgeData) -> None:
 
 def other_phantom(model_path: str | Path, source: str | None, data: BoneAgeData) -> bool:
     """Tell whether the data are a phantom other than the one the model was trained on (another count or seed)."""
-    if not (datasets.is_phantom(source) and datasets.is_phantom(data.source)):
+    if not (loading.is_phantom(source) and loading.is_phantom(data.source)):
         return False
     meta = read_model_meta(model_path)
-    n = datasets.phantom_count(source, Config.from_dict(meta["config"]).phantom_n)
+    n = loading.phantom_count(source, Config.from_dict(meta["config"]).phantom_n)
     return len(data) != n or data.seed != meta.get("data", {}).get("seed", data.seed)
 
 
@@ -160,7 +161,7 @@ def predict_arrays(model: keras.Model, X: np.ndarray, male: np.ndarray | None = 
     """Return predicted bone ages (months) for uint8 images (N, S, S), with sex (N,) for a model that takes it."""
     y_hat = []
     for start in tqdm(range(0, len(X), batch_size), desc="predict", unit="batch", disable=not progress):
-        x = X[start:start + batch_size].astype(np.float32)[..., None] / 255
+        x = to_float(X[start:start + batch_size])[..., None]
         inputs = x if male is None else {"image": x, "sex": male[start:start + batch_size, None].astype(np.float32)}
         y_hat.append(np.asarray(model(inputs, training=False)).reshape(-1))
     return np.concatenate(y_hat) if y_hat else np.zeros(0, np.float32)
@@ -253,7 +254,7 @@ def format_age(months: float) -> str:
 
 def read_inputs(files: list[Path], params: PreprocessParams, progress: bool = True) -> np.ndarray:
     """Read and preprocess images as the training cache did: uint8 (N, S, S)."""
-    return np.stack([to_uint8(datasets.load_image(f, params))
+    return np.stack([to_uint8(imagefiles.load_image(f, params))
                      for f in tqdm(files, desc="read", unit="image", disable=not progress)])
 
 
@@ -267,7 +268,7 @@ def predict_images(model_path: str | Path, paths: list, sex: str | None = None, 
     """
     model_path = resolve_model(model_path)
     model, meta = load_regressor(model_path)
-    files = datasets.list_images(paths)
+    files = imagefiles.list_images(paths)
     male = sex_array(sex, len(files), meta, model_path)
     X = read_inputs(files, PreprocessParams.from_dict(meta["params"]), progress)
     flags = trust.flag(model_path, X, predict_arrays(model, X, male), male, model=model)

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import keras
 
-from .errors import AebonetError
-from .files import atomic_path, read_json, write_json
+from aebonet_lib.errors import AebonetError
+from aebonet_lib.runs.files import atomic_path, read_json, write_json
 
 
 def save_model(model: keras.Model, path: str | Path, meta: dict) -> Path:

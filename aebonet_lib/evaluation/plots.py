@@ -17,9 +17,9 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
 
-from . import metrics
-from .errors import AebonetError
-from .files import atomic_path, read_table
+from aebonet_lib.errors import AebonetError
+from aebonet_lib.evaluation import metrics
+from aebonet_lib.runs.files import atomic_path, read_table
 
 SEX_COLORS = {"girls": "#d6604d", "boys": "#4393c3", "unknown": "#7f7f7f"}
 ARM_COLORS = {"pretrained": "#1b7837", "scratch": "#762a83"}
@@ -217,7 +217,7 @@ def plot_gradcam(image, heatmap, title: str | None = None, alpha: float = 0.45) 
 
 def plot_phantom_grid(ages=(12, 36, 72, 120, 168, 216), size: int = 256, seed: int = 1) -> Figure:
     """Show phantom hands at several bone ages, girls in the top row and boys below (chapter 0)."""
-    from . import phantom
+    from aebonet_lib import phantom
 
     set_style()
     fig, axes = plt.subplots(2, len(ages), figsize=(1.9 * len(ages), 4.4), squeeze=False)

@@ -11,7 +11,7 @@ from typing import IO, Any, Iterator
 
 import pandas as pd
 
-from .errors import AebonetError
+from aebonet_lib.errors import AebonetError
 
 
 def default_mode() -> int:

@@ -17,9 +17,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from . import metrics, plots, tables
-from .errors import AebonetError
-from .files import read_json, require_empty_dir
+from aebonet_lib.errors import AebonetError
+from aebonet_lib.evaluation import metrics, plots, tables
+from aebonet_lib.runs.files import read_json, require_empty_dir
 
 REPORTABLE = ("history.csv", "stages.csv", "metrics.json")
 

@@ -1,0 +1,1 @@
+"""From a trained model to the report: predictions and flags, metrics, plots, tables, Grad-CAM."""

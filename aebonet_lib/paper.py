@@ -1,0 +1,236 @@
+"""AE-BoNet, the recipe: read it beside the paper (../shared/PAPER.md, Sirati-Amsheh et al. 2025).
+
+Everything the paper states is data at the top, each line citing its table; every
+point where the paper is silent and we had to choose carries a `# our choice:`
+comment where the choice is made, and is collected in `CHOICES` (chapter 3 prints
+it). The rest of the library wraps this module (run folders, resume, precision,
+distribution, caching, benchmarks) and is never needed to understand it.
+
+Layers follow the global dtype policy (mixed precision); the output layers are
+float32, so reconstructions and ages always come out as float32. Every regressor
+holds its feature extractor as a nested model named "encoder".
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import keras
+from keras import layers
+
+from aebonet_lib.errors import AebonetError
+from aebonet_lib.models.measures import reconstruction_metrics
+
+if TYPE_CHECKING:  # the presets in config.py are built from this module's numbers
+    from aebonet_lib.config import Config
+
+# ---------------------------------------------------------------------------
+# What the paper states
+
+IMAGE_SIZE = 256  # Table 1: input 256x256
+ENCODER_FILTERS = (64, 128, 256, 512)  # text: four convolutional blocks, filters increasing
+BOTTLENECK = 1024  # text: the fifth filter count; read by us as the bottleneck (see CHOICES)
+DENSE_UNITS = 10  # Table 3: Dense(10, ReLU) after global average pooling and batch norm
+L2 = 1e-4  # Table 3: L2 weight decay on the Dense(10) layer
+AE_STAGES = (300, 200, 100, 150, 150)  # Table 2: 900 epochs in five stages
+AE_BATCH_SIZE = 8  # Table 1
+AE_LR = 1e-3  # Table 1: Adam, learning rate 0.001, MSE loss
+REG_BATCH_SIZE = 16  # Table 3
+REG_LR = 1e-3  # Table 3: Adam, learning rate 0.001, MSE loss, MAE metric
+SPLIT_SIZES = (10088, 2323, 200)  # Data: random split of the 12,611 RSNA training images
+
+# Table 2 (end-of-stage training values) and the headline result, for comparison with our runs.
+TABLE2 = ((1, 300, 0.000206, 0.4866), (2, 200, 0.000172, 0.6169), (3, 100, 0.000166, 0.6819),
+          (4, 150, 0.000156, 0.6830), (5, 150, 0.000148, 0.6839))  # stage, epochs, MSE, "Accuracy"
+TEST_MAE = 9.3  # months, on the 200 test images
+
+# ---------------------------------------------------------------------------
+# Where the paper is silent: what we chose, and why
+
+REG_NUM_EPOCHS = 100  # our choice: the paper gives no epoch count; its Figure 3 curves settle after about ten
+
+CHOICES = [
+    # (topic, what the paper says, what we chose, why)
+    ("kernel size", "not given", "3x3, 'same' padding", "the usual choice in U-Net-style autoencoders; keeps sizes exact"),
+    ("pooling", "'pooling layer', type and size not given", "2x2 max pooling", "halves the size per block, as four blocks to a 16x16 code imply"),
+    ("ReLU and batch norm", "both named, order not given", "convolution, ReLU, then batch norm", "one common reading; chapter 3 can swap it"),
+    ("1024 filters", "five filter counts for four blocks", "a 1024-filter bottleneck convolution after the fourth block", "the only reading with four pooling blocks"),
+    ("decoder upsampling", "'down- and upsampling' only", "2x upsampling, then convolution", "mirrors the encoder; chapter 7 compares transposed convolutions"),
+    ("regressor epochs", "not given (Figure 3 settles after about ten)", f"{REG_NUM_EPOCHS} in the paper preset", "long enough for the curves to settle"),
+    ("kept regressor", "not given", "the epoch with the best validation MAE (presets may keep the last)", "standard model selection; the rsna-cpu preset keeps the last so val stays a test set"),
+    ("stages", "five stages; whether anything was reset between them is not said", "one optimizer carried through all five stages", "nothing in the paper suggests a reset"),
+    ("preprocessing", "'resizing and normalization'", "resize to fit, pad to square, pixels in [0, 1]", "keeps the hand's proportions; chapter 2 shows the alternatives"),
+    ("450 px", "used for Table 5; 450 is not divisible by 16", "every image size a multiple of 16 (450 px is refused for now)", "four 2x poolings need sizes divisible by 16"),
+    ("batch-norm momentum", "not given", "0.99 (Keras's default) in the paper preset, 0.9 in short CPU presets", "moving statistics must settle within a short run"),
+    ("output scale", "Dense(1, linear) on months", "off in the paper preset; CPU presets learn age in SD units", "makes short runs converge"),
+]
+
+# ---------------------------------------------------------------------------
+# The autoencoder (Table 1)
+
+
+def conv_block(x, filters: int, name: str, momentum: float):
+    """Apply Conv2D(filters) -> ReLU -> BatchNormalization."""
+    x = layers.Conv2D(filters, 3, padding="same", name=f"{name}_conv")(x)  # our choice: 3x3, same padding
+    x = layers.ReLU(name=f"{name}_relu")(x)  # our choice: ReLU before batch norm
+    return layers.BatchNormalization(momentum=momentum, name=f"{name}_bn")(x)
+
+
+def build_encoder(config: Config) -> keras.Model:
+    """Return the encoder: four conv-ReLU-BN-pool blocks (64-512 filters), then a 1024-filter bottleneck (chapter 3)."""
+    *block_filters, bottleneck = config.scaled_filters()
+    image = keras.Input((config.image_size, config.image_size, 1), name="image")
+    x = image
+    for i, filters in enumerate(block_filters, start=1):
+        x = conv_block(x, filters, f"enc{i}", config.bn_momentum)
+        x = layers.MaxPooling2D(2, name=f"enc{i}_pool")(x)  # our choice: 2x2 max pooling
+    code = conv_block(x, bottleneck, "bottleneck", config.bn_momentum)  # our choice: 1024 read as the bottleneck
+    return keras.Model(image, code, name="encoder")
+
+
+def decoder_block(x, filters: int, name: str, config: Config):
+    """Double the resolution and convolve, in the order config.decoder names (config.DECODERS)."""
+    if config.decoder == "upsample_conv":  # our choice: upsample, then convolve (48.5 GFLOP at 256 px)
+        x = layers.UpSampling2D(2, name=f"{name}_up")(x)
+        return conv_block(x, filters, name, config.bn_momentum)
+    if config.decoder == "conv_upsample":  # the same layers, convolving at the low resolution: 4x cheaper
+        x = conv_block(x, filters, name, config.bn_momentum)
+        return layers.UpSampling2D(2, name=f"{name}_up")(x)
+    x = layers.Conv2DTranspose(filters, 3, strides=2, padding="same", name=f"{name}_conv")(x)
+    x = layers.ReLU(name=f"{name}_relu")(x)
+    return layers.BatchNormalization(momentum=config.bn_momentum, name=f"{name}_bn")(x)
+
+
+def build_decoder(config: Config) -> keras.Model:
+    """Return the symmetric decoder: four 2x-upsampling blocks (512-64 filters), then a sigmoid Conv2D(1) (chapter 3)."""
+    *block_filters, bottleneck = config.scaled_filters()
+    side = config.image_size // 2 ** len(block_filters)
+    code = keras.Input((side, side, bottleneck), name="code")
+    x = code
+    for i, filters in enumerate(reversed(block_filters), start=1):
+        x = decoder_block(x, filters, f"dec{i}", config)
+    reconstruction = layers.Conv2D(1, 3, padding="same", activation="sigmoid", dtype="float32",
+                                   name="reconstruction")(x)  # Table 1: sigmoid output
+    return keras.Model(code, reconstruction, name="decoder")
+
+
+def build_autoencoder(config: Config) -> keras.Model:
+    """Return the autoencoder (not compiled): image -> nested "encoder" -> nested "decoder" -> image (chapter 3)."""
+    image = keras.Input((config.image_size, config.image_size, 1), name="image")
+    reconstruction = build_decoder(config)(build_encoder(config)(image))
+    return keras.Model(image, reconstruction, name="autoencoder")
+
+
+def encoder_of(autoencoder: keras.Model) -> keras.Model:
+    """Return the autoencoder's encoder: the part AE-BoNet keeps, the decoder discarded (Table 3)."""
+    return autoencoder.get_layer("encoder")
+
+
+def compile_autoencoder(model: keras.Model, config: Config) -> keras.Model:
+    """Compile the autoencoder as Table 1 does: MSE loss, Adam(config.ae_lr), "accuracy" (plus PSNR, SSIM)."""
+    model.compile(optimizer=keras.optimizers.Adam(config.ae_lr), loss="mse",
+                  metrics=reconstruction_metrics(), jit_compile=config.jit)
+    return model
+
+
+def stage_bounds(plan: list[int] | tuple[int, ...]) -> list[tuple[int, int]]:
+    """Return each stage's (first epoch, end epoch), epochs counted from 0 over the whole run."""
+    ends = [sum(plan[:i + 1]) for i in range(len(plan))]
+    return [(end - n, end) for n, end in zip(plan, ends)]
+
+
+def pretrain_autoencoder(autoencoder: keras.Model, train_data, val_data, plan=AE_STAGES, done: int = 0,
+                         callbacks: Callable[[int], list] = lambda stage: []) -> keras.Model:
+    """Train the autoencoder to redraw its input in the stages of Table 2: one `fit` call per stage.
+
+    `plan` holds each stage's epochs (the paper's 300, 200, 100, 150, 150); the epoch
+    count runs on across stages, and so does the optimizer (our choice). `done` skips
+    epochs already trained (a resumed run); `callbacks(stage)` gives each stage's callbacks.
+    """
+    for stage, (start, end) in enumerate(stage_bounds(plan), start=1):
+        if end > done:
+            autoencoder.fit(train_data, validation_data=val_data, initial_epoch=max(start, done), epochs=end,
+                            callbacks=callbacks(stage), verbose=0, shuffle=False)  # tf.data shuffles
+    return autoencoder
+
+
+# ---------------------------------------------------------------------------
+# The regressor (Table 3)
+
+
+def check_output_scale(config: Config, y_mean: float, y_std: float) -> tuple[float, float]:
+    """Return y_mean and y_std as plain floats, refusing a scale that cannot map outputs to months."""
+    y_mean, y_std = float(y_mean), float(y_std)
+    if config.scale_output and not (math.isfinite(y_mean) and math.isfinite(y_std) and y_std > 0):
+        raise AebonetError(f"output scale mean={y_mean} sd={y_std}: "
+                           "need a finite mean and a positive sd of the training ages")
+    return y_mean, y_std
+
+
+def regressor_inputs(config: Config, sex_input: bool) -> tuple:
+    """Return the image input and, when asked, the sex input (0 girl, 1 boy; the paper has none)."""
+    image = keras.Input((config.image_size, config.image_size, 1), name="image")
+    sex = keras.Input((1,), name="sex") if sex_input else None
+    return image, sex
+
+
+def add_head(features, config: Config, sex=None, y_mean: float = 0.0, y_std: float = 1.0):
+    """Return bone age in months from a feature map: GAP, Flatten, [sex], BN, Dense(10, ReLU, L2), Dense(1)."""
+    x = layers.GlobalAveragePooling2D(name="head_gap")(features)
+    x = layers.Flatten(name="head_flatten")(x)
+    if sex is not None:
+        x = layers.Concatenate(name="head_sex")([x, sex])
+    x = layers.BatchNormalization(momentum=config.bn_momentum, name="head_bn")(x)
+    l2 = keras.regularizers.L2(config.l2)
+    x = layers.Dense(config.dense_units, activation="relu", kernel_regularizer=l2, name="head_dense")(x)
+    if not config.scale_output:
+        return layers.Dense(1, dtype="float32", name="age")(x)
+    x = layers.Dense(1, dtype="float32", name="age_sd")(x)  # our choice (CPU presets): age in SD units
+    return layers.Rescaling(scale=y_std, offset=y_mean, dtype="float32", name="age")(x)
+
+
+def regressor_model(image, sex, age, name: str) -> keras.Model:
+    """Return the model from its inputs to age: one image tensor, or {"image", "sex"} with a sex input."""
+    inputs = image if sex is None else {"image": image, "sex": sex}
+    return keras.Model(inputs, age, name=name)
+
+
+def build_regressor(encoder: keras.Model, config: Config, sex_input: bool = False,
+                    y_mean: float = 0.0, y_std: float = 1.0, name: str = "aebonet") -> keras.Model:
+    """Return AE-BoNet (not compiled): the pretrained encoder, then the bone age head (chapter 4).
+
+    The encoder is used as it is (not copied), so training the regressor fine-tunes it.
+    With `sex_input` the model takes {"image": X, "sex": male}, joined after pooling.
+    With `config.scale_output`, Dense(1) learns the age in standard deviations and a
+    Rescaling layer maps it to months (`y_std * output + y_mean`, from the training labels).
+    """
+    expected, found = (config.image_size, config.image_size, 1), tuple(encoder.input_shape[1:])
+    if found != expected:
+        raise AebonetError(f"encoder takes {found} images but config.image_size is {config.image_size}: "
+                           f"train with the size used in pretraining (--size {found[0]})")
+    y_mean, y_std = check_output_scale(config, y_mean, y_std)
+    image, sex = regressor_inputs(config, sex_input)
+    return regressor_model(image, sex, add_head(encoder(image), config, sex, y_mean, y_std), name)
+
+
+def build_scratch_regressor(config: Config, sex_input: bool = False,
+                            y_mean: float = 0.0, y_std: float = 1.0) -> keras.Model:
+    """Return the from-scratch control: AE-BoNet with a freshly initialized encoder, the test of the paper's claim."""
+    return build_regressor(build_encoder(config), config, sex_input, y_mean, y_std, name="scratch")
+
+
+def compile_regressor(model: keras.Model, config: Config) -> keras.Model:
+    """Compile a regressor as Table 3 does: MSE loss, Adam(config.reg_lr), MAE in months as "mae"; return it."""
+    model.compile(optimizer=keras.optimizers.Adam(config.reg_lr), loss="mse",
+                  metrics=[keras.metrics.MeanAbsoluteError(name="mae")], jit_compile=config.jit)
+    return model
+
+
+def fit_regressor(regressor: keras.Model, train_data, val_data, num_epochs: int, done: int = 0,
+                  callbacks: list | None = None, validation_freq=1) -> keras.Model:
+    """Fine-tune every layer of the regressor (Table 3): one `fit` call from epoch `done` to `num_epochs`."""
+    regressor.fit(train_data, validation_data=val_data, initial_epoch=done, epochs=num_epochs,
+                  callbacks=callbacks or [], validation_freq=validation_freq, verbose=0, shuffle=False)
+    return regressor

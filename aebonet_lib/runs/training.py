@@ -1,0 +1,371 @@
+"""Training: staged autoencoder pretraining, regressor fine-tuning, and runs that resume.
+
+Chapter 3 pretrains the autoencoder (`pretrain`), chapter 4 fine-tunes the bone age
+regressor (`train`), chapter 5 explains what makes a long run safe and fast:
+checkpoints, precision, XLA and `tf.distribute`. Every run lives in one folder
+(ARCHITECTURE.md, "Run folders"). A checkpoint is written at each epoch end, so a run
+killed at any moment continues with `resume=True` (`--resume`), redoing only the
+epoch it was in.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from aebonet_lib import paper
+from aebonet_lib.config import Config
+from aebonet_lib.data import pipeline, splits
+from aebonet_lib.data.loading import BoneAgeData
+from aebonet_lib.errors import AebonetError
+from aebonet_lib.models import baselines
+from aebonet_lib.runs.checkpoints import (
+    check_run_dir,
+    epoch_bar,
+    load_checkpoint,
+    make_callbacks,
+    mark_finished,
+    read_record,
+    read_state,
+    run_finished,
+    truncate_history,
+    validation_epochs,
+)
+from aebonet_lib.runs.devices import (
+    build_scope,
+    get_strategy,
+    resolve_precision,
+    set_seeds,
+)
+from aebonet_lib.runs.modelfiles import load_model, read_model_meta, save_model
+from aebonet_lib.runs.records import RunRecord, read_record, write_record
+
+
+def use_run_splits(data: BoneAgeData, run_dir: Path) -> BoneAgeData:
+    """Save the data's split in a new run folder, or return the data with the split saved there."""
+    if (run_dir / "splits").is_dir():
+        return dataclasses.replace(data, splits=splits.load_splits(run_dir, data.ids))
+    splits.save_splits(run_dir, data.splits, data.ids)
+    return data
+
+
+def check_image_size(data: BoneAgeData, config: Config) -> None:
+    """Refuse data prepared at another image size than the run's."""
+    size = data.X.shape[1]
+    if size != config.image_size:
+        raise AebonetError(f"data are {size} px but the run's config says {config.image_size} px; "
+                           f"load the data with image_size={config.image_size} (--size {config.image_size})")
+
+
+def latest_or_new_model(run_dir: Path, config: Config, strategy, record: RunRecord) -> keras.Model:
+    """Load the run's last checkpoint, or build its model afresh: seeded, on the strategy's devices, at its precision.
+
+    The regressor is compiled later, when its backbone is frozen or unfrozen.
+    """
+    set_seeds(config)
+    state = read_state(run_dir)
+    with build_scope(config, strategy):
+        if state:
+            return load_checkpoint(run_dir, state["latest"])
+        return new_autoencoder(config) if record.kind == "pretrain" else new_regressor(record, config)
+
+
+def make_datasets(data: BoneAgeData, config: Config, target: str, strategy: tf.distribute.Strategy,
+                  sex_input: bool = False) -> tuple[tf.data.Dataset, tf.data.Dataset]:
+    """Return the shuffled training batches and the validation batches, for the autoencoder or the regressor.
+
+    The batch size is global: each of several replicas gets its share. With several
+    replicas a last partial batch is dropped, since a replica left with no image breaks
+    BatchNormalization.
+    """
+    batch_size = config.ae_batch_size if target == "image" else config.reg_batch_size
+    drop_remainder = strategy.num_replicas_in_sync > 1
+    train_data = pipeline.make_tf_dataset(data, "train", batch_size, target=target, sex_input=sex_input, shuffle=True,
+                                          augment=config.augment, seed=config.seed, drop_remainder=drop_remainder)
+    val_data = pipeline.make_tf_dataset(data, "val", batch_size, target=target, sex_input=sex_input, shuffle=False,
+                                        drop_remainder=drop_remainder)
+    return train_data, val_data
+
+
+def recorded_source(source: str) -> str:
+    """Return a data source as a run records it: phantom[:N] as given, a folder or file as an absolute path."""
+    from aebonet_lib.data.loading import is_phantom
+
+    return source if is_phantom(source) else str(Path(source).resolve())
+
+
+def data_meta(data: BoneAgeData, config: Config) -> dict:
+    """Return what a saved model needs to read new images: size, preprocessing and the Config."""
+    return {"image_size": config.image_size, "params": data.params.to_dict(), "config": config.to_dict(),
+            "data": {"source": data.source, "seed": data.seed}}
+
+
+# Autoencoder pretraining (chapter 3)
+
+
+def stage_epochs(stages: tuple[int, ...], num_epochs: int | None = None) -> list[int]:
+    """Return the epochs of each stage, scaled in proportion to sum to `num_epochs` (stages left empty are dropped)."""
+    if num_epochs is None:
+        return list(stages)
+    exact = np.asarray(stages) * num_epochs / sum(stages)
+    epochs = np.floor(exact).astype(int)
+    largest_remainders = np.argsort(epochs - exact, kind="stable")
+    epochs[largest_remainders[: num_epochs - epochs.sum()]] += 1
+    return [int(e) for e in epochs if e > 0]
+
+
+def new_autoencoder(config: Config) -> keras.Model:
+    """Build and compile the paper's autoencoder (MSE, Adam, accuracy, PSNR and SSIM)."""
+    model = paper.build_autoencoder(config)
+    paper.compile_autoencoder(model, config)
+    return model
+
+
+def open_run(run_dir: Path, data: BoneAgeData, record: RunRecord, distribute: str) -> tuple:
+    """Check the data against the run's config, reload or build its model, write config.json and pin its splits.
+
+    Returns (config, model, strategy, data), the data restricted to the run's saved splits.
+    """
+    config = record.config
+    check_image_size(data, config)
+    strategy = get_strategy(distribute)
+    model = latest_or_new_model(run_dir, config, strategy, record)
+    write_record(run_dir, record)
+    return config, model, strategy, use_run_splits(data, run_dir)
+
+
+def pretrain(data: BoneAgeData, config: Config, run_dir: str | Path, num_epochs: int | None = None,
+             resume: bool = False, distribute: str = "none", progress: bool = True, command: str | None = None) -> Path:
+    """Train the autoencoder to reconstruct the training images, in the stages of the paper's Table 2 (chapter 3).
+
+    Trains on the train split and validates on val; labels are never used. `num_epochs`
+    replaces the total of `config.ae_stages`, spread over the stages in proportion.
+    Writes config.json, splits/, history.csv, stages.csv, logs/ (TensorBoard),
+    checkpoint/ and finally autoencoder.keras and encoder.keras. With `resume=True`
+    an interrupted run continues from its last finished epoch, with the config it was
+    started with; on a finished run it does nothing. With multiworker, give every
+    worker its own local `run_dir`: the chief's (task 0) is the result.
+    """
+    run_dir = Path(run_dir)
+    check_run_dir(run_dir, resume, "pretrain")
+    record = read_record(run_dir) or RunRecord("pretrain", resolve_precision(config), recorded_source(data.source),
+                                               command, plan=stage_epochs(config.ae_stages, num_epochs))
+    if run_finished(run_dir):
+        return run_dir
+    config, model, strategy, data = open_run(run_dir, data, record, distribute)
+    fit_stages(model, data, config, run_dir, record.plan, strategy, progress)
+    return finish_pretrain(model, data, config, run_dir)
+
+
+def fit_stages(model: keras.Model, data: BoneAgeData, config: Config, run_dir: Path, plan: list[int], strategy,
+               progress: bool) -> None:
+    """Run the recipe's staged pretraining from the last finished epoch, with the run folder's callbacks."""
+    done = read_state(run_dir).get("epochs_done", 0)
+    truncate_history(run_dir / "history.csv", done)
+    train_data, val_data = make_datasets(data, config, "image", strategy)
+    with epoch_bar(sum(plan), done, "pretrain", progress) as bar:
+        paper.pretrain_autoencoder(model, train_data, val_data, plan, done,
+                                   callbacks=lambda stage: make_callbacks(run_dir, config, bar, stage, plan=plan))
+
+
+def finish_pretrain(model: keras.Model, data: BoneAgeData, config: Config, run_dir: Path) -> Path:
+    """Save autoencoder.keras and encoder.keras, then mark the run finished."""
+    meta = data_meta(data, config)
+    save_model(model, run_dir / "autoencoder.keras", {"kind": "autoencoder", **meta})
+    save_model(model.get_layer("encoder"), run_dir / "encoder.keras", {"kind": "encoder", **meta})
+    mark_finished(run_dir)
+    return run_dir
+
+
+# Regressor fine-tuning (chapter 4)
+
+
+def label_scale(data: BoneAgeData) -> tuple[float, float]:
+    """Return the mean and standard deviation of the training split's bone ages (months)."""
+    y = data.y[data.splits["train"]]
+    return float(np.nanmean(y)), float(np.nanstd(y))
+
+
+def check_encoder(path: str | Path, config: Config) -> None:
+    """Refuse a file that is not a pretrained encoder (RUN/encoder.keras) at the config's image size."""
+    if not Path(path).is_file():
+        raise AebonetError(f"--encoder {path}: file not found; give RUN/encoder.keras written by `aebonet pretrain`")
+    meta = read_model_meta(path)
+    if meta.get("kind") != "encoder":
+        raise AebonetError(f"{path}: holds a model of kind {meta.get('kind')!r}, not an encoder; "
+                           "give the encoder written by pretraining (RUN/encoder.keras)")
+    if meta["image_size"] != config.image_size:
+        raise AebonetError(f"{path}: encoder pretrained at {meta['image_size']} px but the config says "
+                           f"{config.image_size} px; train with --size {meta['image_size']}")
+
+
+def load_encoder(path: str | Path, config: Config) -> keras.Model:
+    """Load a pretrained encoder (RUN/encoder.keras), checking it was trained at the config's image size."""
+    check_encoder(path, config)
+    return load_model(path)[0]
+
+
+def new_regressor(record: RunRecord, config: Config) -> keras.Model:
+    """Build the regressor a run's record describes (AE-BoNet, from scratch, or a baseline); not compiled."""
+    encoder = load_encoder(record.encoder, config) if record.encoder else None
+    return baselines.build_model(record.backbone, config, encoder=encoder, weights=record.weights,
+                                 sex_input=record.sex_input, y_mean=record.y_mean, y_std=record.y_std)
+
+
+def set_backbone_trainable(model: keras.Model, trainable: bool, config: Config, strategy) -> None:
+    """Freeze or unfreeze the backbone, compiling afresh when that changes (or the model is not compiled yet)."""
+    backbone = model.get_layer("encoder")  # the pretrained or random encoder, or a baseline's network
+    if backbone.trainable == trainable and model.compiled:
+        return
+    backbone.trainable = trainable
+    with build_scope(config, strategy):
+        paper.compile_regressor(model, config)
+
+
+def phase_bounds(freeze_epochs: int, num_epochs: int) -> list[tuple[bool, int, int]]:
+    """Return the training phases as (backbone trainable, first epoch, end epoch): frozen first, then fine-tuned."""
+    freeze_epochs = min(freeze_epochs, num_epochs)
+    phases = [(False, 0, freeze_epochs), (True, freeze_epochs, num_epochs)]
+    return [phase for phase in phases if phase[2] > phase[1]]
+
+
+def check_backbone(backbone: str, encoder) -> None:
+    """Refuse AE-BoNet without a pretrained encoder, and an encoder given to another backbone."""
+    if backbone == "aebonet" and encoder is None:
+        raise AebonetError("backbone aebonet needs a pretrained encoder: give --encoder RUN/encoder.keras, "
+                           "or use --backbone scratch")
+    if encoder is not None and backbone != "aebonet":
+        raise AebonetError(f"--encoder is for the aebonet backbone, not {backbone}; leave it out")
+
+
+def backbone_line(backbone: str, encoder=None, weights: str | None = None) -> str:
+    """Return one line saying which regressor is trained: AE-BoNet, the from-scratch control or a baseline."""
+    if backbone == "aebonet":
+        return f"training AE-BoNet on the pretrained encoder {encoder}"
+    if backbone == "scratch":
+        return ("training the from-scratch control (no --encoder given; "
+                "pass --encoder RUN/encoder.keras for AE-BoNet)")
+    return f"training the {backbone} baseline (weights: {weights or 'none, random initialization'})"
+
+
+def backbone_summary(run_dir: str | Path, backbone: str, encoder=None, weights: str | None = None) -> str:
+    """Return the line saying which regressor `train` trains in run_dir: the one its config.json records, if any."""
+    record = read_record(run_dir)
+    if record is not None:
+        backbone, encoder, weights = record.backbone, record.encoder, record.weights
+    check_backbone(backbone, encoder)
+    return backbone_line(backbone, encoder, weights)
+
+
+def pretrained_ids(encoder: str | Path) -> set[str] | None:
+    """Return the ids of the images the encoder was pretrained on (its run's splits/train.txt), or None without one."""
+    path = Path(encoder).parent / "splits" / "train.txt"
+    if not path.is_file():
+        return None  # an older run, or an encoder copied out of its run folder
+    return {line.strip() for line in path.read_text().splitlines() if line.strip()}
+
+
+def other_phantom_draw(encoder: str | Path, data: BoneAgeData) -> bool:
+    """Return True when the encoder was pretrained on a phantom drawn with another seed: other images, the same ids."""
+    from aebonet_lib.data.loading import is_phantom
+
+    pretrained_on = read_model_meta(encoder).get("data", {})
+    return (is_phantom(data.source) and is_phantom(pretrained_on.get("source"))
+            and pretrained_on.get("seed", data.seed) != data.seed)
+
+
+def held_out_ids(data: BoneAgeData) -> set[str]:
+    """Return the ids of the data's validation and test images."""
+    ids = np.asarray(data.ids, dtype=str)
+    return {str(i) for name in ("val", "test") if name in data.splits for i in ids[data.splits[name]]}
+
+
+def check_encoder_split(encoder: str | Path, data: BoneAgeData) -> None:
+    """Refuse an encoder pretrained on any of the data's validation or test images: the test would not be blind."""
+    seen = pretrained_ids(encoder)
+    if seen is None or other_phantom_draw(encoder, data):
+        return
+    leaked = len(seen & held_out_ids(data))
+    if leaked:
+        seed = read_model_meta(encoder).get("data", {}).get("seed")
+        same = f" (--seed {seed}, as its run)" if seed is not None else ""
+        raise AebonetError(f"--encoder {encoder}: pretrained on {leaked} of this run's validation/test images "
+                           f"(its splits/train.txt); pretrain with the same data and --seed, "
+                           f"or train on the encoder's split{same}")
+
+
+def train_record(data: BoneAgeData, config: Config, backbone: str, encoder, weights, sex_input: bool, num_epochs,
+                 freeze_epochs, command) -> RunRecord:
+    """Return what config.json records for a regressor run, with absolute paths so that it resumes from anywhere."""
+    check_backbone(backbone, encoder)
+    if encoder is not None:
+        check_encoder(encoder, config)
+        check_encoder_split(encoder, data)
+    y_mean, y_std = label_scale(data)
+    return RunRecord("train", config, recorded_source(data.source), command, backbone=backbone, weights=weights,
+                     encoder=str(Path(encoder).resolve()) if encoder else None, sex_input=sex_input,
+                     y_mean=y_mean, y_std=y_std, num_epochs=num_epochs or config.reg_num_epochs,
+                     freeze_epochs=config.freeze_epochs if freeze_epochs is None else freeze_epochs)
+
+
+def train(data: BoneAgeData, config: Config, run_dir: str | Path, backbone: str = "aebonet",
+          encoder: str | Path | None = None, weights: str | None = None, sex_input: bool = False,
+          num_epochs: int | None = None, resume: bool = False, distribute: str = "none",
+          freeze_epochs: int | None = None, progress: bool = True, command: str | None = None) -> Path:
+    """Fine-tune a bone age regressor on the train split, keeping the epoch with the best validation MAE (chapter 4).
+
+    `backbone` is "aebonet" (give `encoder`, a pretrained RUN/encoder.keras), "scratch"
+    (the same network with a random encoder: the control) or a baseline name with
+    `weights`. Loss MSE, metric MAE in months. With `freeze_epochs` the backbone is
+    frozen for that many epochs first, then fine-tuned with a fresh optimizer.
+    model.keras holds the weights of the epoch with the lowest validation MAE, not
+    the last one; model.json beside it says how to preprocess images for it.
+    Resumes like `pretrain`.
+    """
+    run_dir = Path(run_dir)
+    check_run_dir(run_dir, resume, "train")
+    record = read_record(run_dir) or train_record(data, resolve_precision(config), backbone, encoder, weights, sex_input, num_epochs,
+                                                  freeze_epochs, command)
+    if run_finished(run_dir):
+        return run_dir
+    config, model, strategy, data = open_run(run_dir, data, record, distribute)
+    fit_phases(model, data, config, run_dir, record, strategy, progress)
+    return finish_train(model, data, config, run_dir, record)
+
+
+def fit_phases(model: keras.Model, data: BoneAgeData, config: Config, run_dir: Path, record: RunRecord, strategy,
+               progress: bool) -> None:
+    """Run the recipe's fine-tuning from the last finished epoch: a frozen-backbone phase first when asked."""
+    done = read_state(run_dir).get("epochs_done", 0)
+    truncate_history(run_dir / "history.csv", done)
+    train_data, val_data = make_datasets(data, config, "age", strategy, record.sex_input)
+    num_epochs = record.num_epochs
+    with epoch_bar(num_epochs, done, f"train {record.backbone}", progress) as bar:
+        for trainable, start, end in phase_bounds(record.freeze_epochs, num_epochs):
+            if end <= done or getattr(model, "stop_training", False):  # finished, or EarlyStopping ended the run
+                continue
+            set_backbone_trainable(model, trainable, config, strategy)
+            callbacks = make_callbacks(run_dir, config, bar, 1 + int(trainable), "val_mae", num_epochs)
+            paper.fit_regressor(model, train_data, val_data, end, max(start, done), callbacks,
+                                validation_epochs(config, num_epochs))
+
+
+def finish_train(model: keras.Model, data: BoneAgeData, config: Config, run_dir: Path, record: RunRecord) -> Path:
+    """Restore the best validation epoch's weights, save model.keras, model.json and model.trust.json, mark it finished."""
+    from aebonet_lib.evaluation import trust
+
+    state = read_state(run_dir)
+    kept = state.get("best", state["latest"]) if config.keep == "best" else state["latest"]
+    model.load_weights(run_dir / "checkpoint" / kept)
+    meta = {"kind": "regressor", **data_meta(data, config), "backbone": record.backbone,
+            "sex_input": record.sex_input, "y_mean": record.y_mean, "y_std": record.y_std,
+            "best_epoch": state.get("best_epoch"), "best_val_mae": state.get("best_value"), "keep": config.keep,
+            "epochs_done": state["epochs_done"]}
+    save_model(model, run_dir / "model.keras", meta)
+    trust.calibrate_run(run_dir / "model.keras", data, record.encoder)
+    mark_finished(run_dir)
+    return run_dir
