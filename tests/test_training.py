@@ -307,3 +307,29 @@ def test_mirrored_strategy_trains_on_two_logical_cpus(tmp_path):
     assert "replicas 2" in result.stdout and "finished True" in result.stdout
     history = pd.read_csv(tmp_path / "run" / "history.csv")
     assert len(history) == 1 and np.isfinite(history["loss"]).all()
+
+
+def test_a_killed_and_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(data, tmp_path, monkeypatch):
+    config = get_config("cpu", image_size=32, width=0.125, reg_num_epochs=4, augment=True, reduce_lr_patience=1,
+                        early_stopping_patience=3, deterministic=True, precision="fp32", phantom_n=60)
+    whole = training.train(data, config, tmp_path / "whole", backbone="scratch", progress=False)
+    original = checkpoints.EpochCheckpoint.on_epoch_end
+
+    def killed_after_the_second_epoch(self, epoch, logs=None):
+        original(self, epoch, logs)
+        if epoch == 1:
+            raise RuntimeError("killed")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(checkpoints.EpochCheckpoint, "on_epoch_end", killed_after_the_second_epoch)
+        with pytest.raises(RuntimeError, match="killed"):
+            training.train(data, config, tmp_path / "resumed", backbone="scratch", progress=False)
+    state = checkpoints.read_state(tmp_path / "resumed")
+    assert state["epochs_done"] == 2 and set(state["counters"]) == {"ResumableReduceLR", "ResumableEarlyStopping"}
+    resumed = training.train(data, config, tmp_path / "resumed", backbone="scratch", resume=True, progress=False)
+    history = [pd.read_csv(run / "history.csv") for run in (whole, resumed)]
+    np.testing.assert_allclose(history[0]["loss"], history[1]["loss"], rtol=1e-5)
+    np.testing.assert_allclose(history[0]["learning_rate"], history[1]["learning_rate"], rtol=1e-6)
+    weights = [modelfiles.load_model(run / "model.keras")[0].get_weights() for run in (whole, resumed)]
+    for a, b in zip(*weights):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)

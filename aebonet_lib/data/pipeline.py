@@ -5,6 +5,10 @@ uint8 memory map, turns them into float32 in [0, 1], and (for training only) app
 small random changes a radiograph could really have: a slight rotation, shift and
 zoom of the hand, and a different exposure (brightness and contrast). Every random
 draw comes from the seed, so the same seed gives the same batches.
+
+A training run passes `epoch`, a variable it sets as each epoch begins: then epoch e's
+order and augmentation depend only on (seed, e), so a run resumed at epoch e draws
+exactly the batches the uninterrupted run would have drawn (chapter 5).
 """
 
 from __future__ import annotations
@@ -102,15 +106,31 @@ def model_inputs(target: str, sex_input: bool):
     return pair
 
 
+def epoch_batches(indices: np.ndarray, batch_size: int, drop_remainder: bool, seed: int, epoch: tf.Variable):
+    """Return batches of (indices, augmentation seed) whose order is a function of (seed, the epoch variable) only."""
+    table = tf.constant(indices.astype(np.int64))
+    positions = tf.data.Dataset.range(len(indices)).batch(batch_size, drop_remainder=drop_remainder)
+
+    def lookup(batch_positions):
+        """Return the batch's image indices in this epoch's order, and a seed for its augmentation."""
+        order = tf.random.experimental.stateless_shuffle(table, seed=tf.stack([tf.constant(seed, tf.int64),
+                                                                                 epoch.read_value()]))
+        batch_number = batch_positions[0] // batch_size
+        return tf.gather(order, batch_positions), tf.stack([epoch.read_value() + 1, batch_number + 1])
+
+    return positions.map(lookup)
+
+
 def make_tf_dataset(data: BoneAgeData, split: str, batch_size: int, target: str = "age", sex_input: bool = False,
                     shuffle: bool | None = None, augment: bool = False, seed: int = 0,
-                    drop_remainder: bool = False) -> tf.data.Dataset:
+                    drop_remainder: bool = False, epoch: tf.Variable | None = None) -> tf.data.Dataset:
     """Return a tf.data pipeline of (x, y) float32 batches from a split of the cache (chapter 2).
 
     x is (B, S, S, 1) in [0, 1]; y is the bone age in months (B,), or x itself with
     target='image'. With `sex_input` the features are {"image": x, "sex": (B, 1)}.
     Shuffling is on by default for 'train' only; augmentation is for 'train' only.
-    The same seed gives the same batches, epoch after epoch.
+    The same seed gives the same batches, epoch after epoch. With `epoch` (an int64
+    tf.Variable holding the epoch about to run) the training stream is keyed by it.
     """
     if augment and split in ("val", "test"):
         raise AebonetError(f"augment=True on split {split!r}: augmentation is for the training split only")
@@ -119,6 +139,8 @@ def make_tf_dataset(data: BoneAgeData, split: str, batch_size: int, target: str 
     indices = usable_indices(data, split, target, sex_input)
     if shuffle is None:
         shuffle = split == "train"
+    if epoch is not None and shuffle:
+        return keyed_stream(data, indices, batch_size, target, sex_input, augment, seed, drop_remainder, epoch)
     ds = tf.data.Dataset.from_tensor_slices(indices.astype(np.int64))
     if shuffle:
         ds = ds.shuffle(len(indices), seed=seed, reshuffle_each_iteration=True)
@@ -130,4 +152,20 @@ def make_tf_dataset(data: BoneAgeData, split: str, batch_size: int, target: str 
         ds = tf.data.Dataset.zip((ds, random)).map(
             lambda batch, r: (augment_batch(batch[0], r), *batch[1:]), num_parallel_calls=tf.data.AUTOTUNE,
             deterministic=True)
+    return ds.map(model_inputs(target, sex_input)).prefetch(tf.data.AUTOTUNE)
+
+
+def keyed_stream(data: BoneAgeData, indices: np.ndarray, batch_size: int, target: str, sex_input: bool, augment: bool,
+                 seed: int, drop_remainder: bool, epoch: tf.Variable) -> tf.data.Dataset:
+    """Return the training batches of the epoch the `epoch` variable names: shuffled and augmented by (seed, epoch)."""
+    load = batch_of(data, gather_images(data.X))
+
+    def batch(index, batch_seed):
+        """Return one batch's float images (augmented when asked), ages and sexes."""
+        images, y, male = load(index)
+        x = to_unit(images)
+        return (augment_batch(x, batch_seed + seed * 1_000_003) if augment else x), y, male
+
+    ds = epoch_batches(indices, batch_size, drop_remainder, seed, epoch)
+    ds = ds.map(batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return ds.map(model_inputs(target, sex_input)).prefetch(tf.data.AUTOTUNE)

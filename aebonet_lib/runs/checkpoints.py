@@ -96,12 +96,16 @@ class EpochCheckpoint(keras.callbacks.Callback):
     names are deleted.
     """
 
-    def __init__(self, run_dir: Path, stage: int = 1, monitor: str | None = None):
-        """Continue the run's state.json; with `monitor` (such as "val_mae", lower is better) track the best epoch."""
+    def __init__(self, run_dir: Path, stage: int = 1, monitor: str | None = None, counters: list | None = None):
+        """Continue the run's state.json; with `monitor` (such as "val_mae", lower is better) track the best epoch.
+
+        `counters` are callbacks whose counters (patience, best value) are saved too, for a resumed run.
+        """
         super().__init__()
         self.folder = Path(run_dir) / "checkpoint"
         self.stage = stage
         self.monitor = monitor
+        self.counters = counters or []
         self.state = read_state(run_dir)
 
     def on_epoch_end(self, epoch, logs=None):
@@ -109,7 +113,8 @@ class EpochCheckpoint(keras.callbacks.Callback):
         name = f"epoch_{epoch + 1:04d}.keras"
         with atomic_path(self.folder / name) as tmp:
             self.model.save(tmp)
-        self.state.update(epochs_done=epoch + 1, latest=name, stage=self.stage)
+        self.state.update(epochs_done=epoch + 1, latest=name, stage=self.stage,
+                          counters={type(c).__name__: c.counters() for c in self.counters})
         if self.monitor and is_better(logs.get(self.monitor), self.state.get("best_value")):
             self.state.update(best=name, best_value=float(logs[self.monitor]), best_epoch=epoch + 1)
         write_json(self.folder / "state.json", self.state)
@@ -155,6 +160,74 @@ def validation_epochs(config: Config, num_epochs: int, most: int = 20) -> list[i
     return [e for e in range(1, num_epochs + 1) if e % every == 0 or e in (1, num_epochs)]
 
 
+class StreamEpoch(keras.callbacks.Callback):
+    """Set the training stream's epoch variable as each epoch begins (data.pipeline): its batches depend on the epoch alone."""
+
+    def __init__(self, epoch):
+        """Keep the int64 tf.Variable the training dataset reads."""
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_begin(self, epoch, logs=None):
+        """Point the stream at this epoch."""
+        self.epoch.assign(epoch)
+
+
+def finite_or_none(value) -> float | None:
+    """Return a counter's value as a float, or None when unset or infinite (JSON has no infinity)."""
+    if value is None:
+        return None
+    value = float(value)
+    return value if np.isfinite(value) else None
+
+
+class ResumableReduceLR(keras.callbacks.ReduceLROnPlateau):
+    """ReduceLROnPlateau whose counters survive a resume: saved at each epoch end, restored when training begins."""
+
+    FIELDS = ("wait", "best", "cooldown_counter")
+
+    def __init__(self, *args, saved: dict | None = None, **kwargs):
+        """Take ReduceLROnPlateau's arguments and the counters saved by an interrupted run."""
+        super().__init__(*args, **kwargs)
+        self.saved = saved or {}
+
+    def on_train_begin(self, logs=None):
+        """Reset as Keras does, then put the saved counters back."""
+        super().on_train_begin(logs)
+        restore_counters(self, self.saved)
+
+    def counters(self) -> dict:
+        """Return the counters to save."""
+        return {field: finite_or_none(getattr(self, field)) for field in self.FIELDS}
+
+
+class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
+    """EarlyStopping whose patience counter and best value survive a resume."""
+
+    FIELDS = ("wait", "best", "best_epoch", "stopped_epoch")
+
+    def __init__(self, *args, saved: dict | None = None, **kwargs):
+        """Take EarlyStopping's arguments and the counters saved by an interrupted run."""
+        super().__init__(*args, **kwargs)
+        self.saved = saved or {}
+
+    def on_train_begin(self, logs=None):
+        """Reset as Keras does, then put the saved counters back."""
+        super().on_train_begin(logs)
+        restore_counters(self, self.saved)
+
+    def counters(self) -> dict:
+        """Return the counters to save."""
+        return {field: finite_or_none(getattr(self, field)) for field in self.FIELDS}
+
+
+def restore_counters(callback, saved: dict) -> None:
+    """Set a callback's counters from a saved dict (None: keep the value Keras reset it to, such as an infinity)."""
+    for field, value in saved.items():
+        if value is not None:
+            setattr(callback, field, float(value) if field == "best" else int(value))
+
+
 class StageTable(keras.callbacks.Callback):
     """Rewrite stages.csv (our Table 2) from history.csv when a pretraining stage ends."""
 
@@ -169,28 +242,34 @@ class StageTable(keras.callbacks.Callback):
 
 
 def make_callbacks(run_dir: Path, config: Config, bar: tqdm, stage: int = 1, monitor: str | None = None,
-                   num_epochs: int | None = None, plan: list[int] | None = None) -> list:
-    """Return a run's callbacks: timer, optional LR schedule and early stop, CSV log, checkpoint, TensorBoard, progress.
+                   num_epochs: int | None = None, plan: list[int] | None = None, stream_epoch=None) -> list:
+    """Return a run's callbacks: timer, stream epoch, LR schedule, early stop, CSV log, checkpoint, TensorBoard, progress.
 
     With `plan` (a pretraining run's stages) stages.csv is rewritten as each stage ends.
-
-    The training batches come shuffled from tf.data, hence `fit(..., shuffle=False)`.
+    `stream_epoch` is the training dataset's epoch variable. The counters of
+    ReduceLROnPlateau and EarlyStopping are saved with each checkpoint and restored on
+    resume (within the same phase), so an interrupted run continues as if it had not stopped.
     """
-    callbacks = [EpochTimer()]
+    saved = read_state(run_dir)
+    counters_saved = saved.get("counters", {}) if saved.get("stage") == stage else {}
+    callbacks = [EpochTimer()] + ([StreamEpoch(stream_epoch)] if stream_epoch is not None else [])
+    counters = []
     if monitor and config.lr_schedule == "cosine":
         callbacks.append(keras.callbacks.LearningRateScheduler(cosine_rate(config, num_epochs or config.reg_num_epochs)))
     if monitor and config.reduce_lr_patience:
-        callbacks.append(keras.callbacks.ReduceLROnPlateau(monitor, config.reduce_lr_factor, config.reduce_lr_patience))
-    callbacks += [
+        counters.append(ResumableReduceLR(monitor, config.reduce_lr_factor, config.reduce_lr_patience,
+                                          saved=counters_saved.get("ResumableReduceLR")))
+    if monitor and config.early_stopping_patience:
+        counters.append(ResumableEarlyStopping(monitor, patience=config.early_stopping_patience,
+                                               saved=counters_saved.get("ResumableEarlyStopping")))
+    callbacks += counters + [
         keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=True),
-        EpochCheckpoint(run_dir, stage, monitor),
+        EpochCheckpoint(run_dir, stage, monitor, counters),
         keras.callbacks.TensorBoard(str(run_dir / "logs"), write_graph=False),
         TqdmProgress(bar),
     ]
     if plan:
         callbacks.append(StageTable(run_dir, plan))
-    if monitor and config.early_stopping_patience:
-        callbacks.append(keras.callbacks.EarlyStopping(monitor, patience=config.early_stopping_patience))
     return callbacks
 
 

@@ -75,20 +75,24 @@ def latest_or_new_model(run_dir: Path, config: Config, strategy, record: RunReco
 
 
 def make_datasets(data: BoneAgeData, config: Config, target: str, strategy: tf.distribute.Strategy,
-                  sex_input: bool = False) -> tuple[tf.data.Dataset, tf.data.Dataset]:
-    """Return the shuffled training batches and the validation batches, for the autoencoder or the regressor.
+                  sex_input: bool = False) -> tuple[tf.data.Dataset, tf.data.Dataset, tf.Variable]:
+    """Return the training batches, the validation batches and the training stream's epoch variable.
 
+    The training batches of epoch e are shuffled and augmented by (seed, e) alone, so a
+    resumed run sees the batches of the uninterrupted one (checkpoints.StreamEpoch sets e).
     The batch size is global: each of several replicas gets its share. With several
     replicas a last partial batch is dropped, since a replica left with no image breaks
     BatchNormalization.
     """
     batch_size = config.ae_batch_size if target == "image" else config.reg_batch_size
     drop_remainder = strategy.num_replicas_in_sync > 1
+    epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="stream_epoch")
     train_data = pipeline.make_tf_dataset(data, "train", batch_size, target=target, sex_input=sex_input, shuffle=True,
-                                          augment=config.augment, seed=config.seed, drop_remainder=drop_remainder)
+                                          augment=config.augment, seed=config.seed, drop_remainder=drop_remainder,
+                                          epoch=epoch)
     val_data = pipeline.make_tf_dataset(data, "val", batch_size, target=target, sex_input=sex_input, shuffle=False,
                                         drop_remainder=drop_remainder)
-    return train_data, val_data
+    return train_data, val_data, epoch
 
 
 def recorded_source(source: str) -> str:
@@ -166,10 +170,10 @@ def fit_stages(model: keras.Model, data: BoneAgeData, config: Config, run_dir: P
     """Run the recipe's staged pretraining from the last finished epoch, with the run folder's callbacks."""
     done = read_state(run_dir).get("epochs_done", 0)
     truncate_history(run_dir / "history.csv", done)
-    train_data, val_data = make_datasets(data, config, "image", strategy)
+    train_data, val_data, epoch = make_datasets(data, config, "image", strategy)
     with epoch_bar(sum(plan), done, "pretrain", progress) as bar:
-        paper.pretrain_autoencoder(model, train_data, val_data, plan, done,
-                                   callbacks=lambda stage: make_callbacks(run_dir, config, bar, stage, plan=plan))
+        paper.pretrain_autoencoder(model, train_data, val_data, plan, done, callbacks=lambda stage: make_callbacks(
+            run_dir, config, bar, stage, plan=plan, stream_epoch=epoch))
 
 
 def finish_pretrain(model: keras.Model, data: BoneAgeData, config: Config, run_dir: Path) -> Path:
@@ -342,14 +346,15 @@ def fit_phases(model: keras.Model, data: BoneAgeData, config: Config, run_dir: P
     """Run the recipe's fine-tuning from the last finished epoch: a frozen-backbone phase first when asked."""
     done = read_state(run_dir).get("epochs_done", 0)
     truncate_history(run_dir / "history.csv", done)
-    train_data, val_data = make_datasets(data, config, "age", strategy, record.sex_input)
+    train_data, val_data, epoch = make_datasets(data, config, "age", strategy, record.sex_input)
     num_epochs = record.num_epochs
     with epoch_bar(num_epochs, done, f"train {record.backbone}", progress) as bar:
         for trainable, start, end in phase_bounds(record.freeze_epochs, num_epochs):
             if end <= done or getattr(model, "stop_training", False):  # finished, or EarlyStopping ended the run
                 continue
             set_backbone_trainable(model, trainable, config, strategy)
-            callbacks = make_callbacks(run_dir, config, bar, 1 + int(trainable), "val_mae", num_epochs)
+            callbacks = make_callbacks(run_dir, config, bar, 1 + int(trainable), "val_mae", num_epochs,
+                                       stream_epoch=epoch)
             paper.fit_regressor(model, train_data, val_data, end, max(start, done), callbacks,
                                 validation_epochs(config, num_epochs))
 
