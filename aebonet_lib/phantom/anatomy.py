@@ -128,16 +128,19 @@ def direction(angle: float) -> np.ndarray:
     return np.array([math.sin(a), math.cos(a)])
 
 
-def place(local: np.ndarray, start: np.ndarray, angle: float) -> np.ndarray:
-    """Map points (u across, v along) of a bone's own frame to hand coordinates."""
+def place(local: np.ndarray, start: np.ndarray, angle: float, stretch: tuple[float, float] | None = None) -> np.ndarray:
+    """Map points (u across, v along) of a bone's own frame to hand coordinates, stretched first by (across, along) if given."""
+    if stretch is not None:
+        local = local * stretch
     a = math.radians(angle)
     across_and_along = np.array([[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]])
     return start + local @ across_and_along
 
 
-def shell(layer: str, outer: np.ndarray, inner: np.ndarray, start: np.ndarray, angle: float, density: float = 1.0) -> list[Shape]:
+def shell(layer: str, outer: np.ndarray, inner: np.ndarray, start: np.ndarray, angle: float, density: float = 1.0,
+          stretch: tuple[float, float] | None = None) -> list[Shape]:
     """Return a bone placed in the hand: its outline filled with cortical density, its inside with trabecular."""
-    placed = place(np.concatenate([outer, inner]), start, angle)
+    placed = place(np.concatenate([outer, inner]), start, angle, stretch)
     return [Shape(layer, placed[: len(outer)], density * CORTICAL), Shape(layer, placed[len(outer) :], density * TRABECULAR)]
 
 
@@ -241,25 +244,31 @@ def epiphysis_local(kind: str, length: float, shaft: float, width_ratio: float, 
     return read_only(outer), read_only(inner), bridge
 
 
-def epiphysis_shapes(kind: str, epiphysis: dict, start: np.ndarray, angle: float, length: float, shaft: float) -> list[Shape]:
+def epiphysis_shapes(kind: str, epiphysis: dict, start: np.ndarray, angle: float, length: float, shaft: float,
+                     stretch: tuple[float, float] | None = None) -> list[Shape]:
     """Return the epiphysis of one tubular bone beyond its physis, and the bridge over the physis once fused."""
     outer, inner, bridge = epiphysis_local(
         kind, length, shaft, epiphysis["width_ratio"], epiphysis["capping"],
         epiphysis["physis_gap"], epiphysis["fused"], epiphysis["scar"],
     )
-    shapes = shell("bone", outer, inner, start, angle)
+    shapes = shell("bone", outer, inner, start, angle, stretch=stretch)
     if bridge is not None:  # the epiphyseal scar, fading over the years after fusion
         density = TRABECULAR + (CORTICAL - TRABECULAR) * 0.7 * epiphysis["scar"]
-        shapes.append(Shape("bone", place(bridge, start, angle), density))
+        shapes.append(Shape("bone", place(bridge, start, angle, stretch), density))
     return shapes
 
 
-def tubular_shapes(kind: str, epiphysis: dict, start: np.ndarray, angle: float, length: float, shaft: float) -> list[Shape]:
-    """Return a tubular bone along one segment: its shaft, and its epiphysis once it has appeared."""
+def tubular_shapes(kind: str, epiphysis: dict, start: np.ndarray, angle: float, length: float, shaft: float,
+                   stretch: tuple[float, float] | None = None) -> list[Shape]:
+    """Return a tubular bone along one segment: its shaft, and its epiphysis once it has appeared.
+
+    `length` and `shaft` are the average child's (so that outlines come from the caches); `stretch`
+    (across, along) makes them one child's.
+    """
     outer, inner = shaft_shapes(kind, length, shaft)
-    shapes = shell("bone", outer, inner, start, angle)
+    shapes = shell("bone", outer, inner, start, angle, stretch=stretch)
     if epiphysis["visible"]:
-        shapes += epiphysis_shapes(kind, epiphysis, start, angle, length, shaft)
+        shapes += epiphysis_shapes(kind, epiphysis, start, angle, length, shaft, stretch)
     return shapes
 
 
@@ -297,11 +306,11 @@ def segment_kinds(ray: Ray) -> list[tuple[str, str, float]]:
     return [("metacarpal", "metacarpals", ray.width)] + phalanges
 
 
-def ray_shapes(ray: Ray, joints: list, angles: list, state: dict) -> tuple[list[Shape], list[Shape]]:
-    """Return a ray's metacarpal and its phalanges as two lists of shapes."""
+def ray_shapes(ray: Ray, joints: list, angles: list, state: dict, stretch: tuple[float, float]) -> tuple[list[Shape], list[Shape]]:
+    """Return a ray's metacarpal and its phalanges as two lists of shapes; `ray` is the average child's, `stretch` this child's."""
     metacarpal, phalanges = [], []
     for i, (kind, group, shaft) in enumerate(segment_kinds(ray)):
-        shapes = tubular_shapes(kind, state["epiphyses"][group], joints[i], angles[i], ray.lengths[i], shaft)
+        shapes = tubular_shapes(kind, state["epiphyses"][group], joints[i], angles[i], ray.lengths[i], shaft, stretch)
         (metacarpal if i == 0 else phalanges).extend(shapes)
     return metacarpal, phalanges
 
@@ -311,8 +320,7 @@ def forearm_shapes(state: dict, bone_width: float = 1.0) -> list[Shape]:
     shapes = []
     for bone, (x, end_y, metaphysis) in FOREARM.items():
         start = np.array([x, end_y - FOREARM_MM])
-        width = round(metaphysis * bone_width, 2)
-        shapes += tubular_shapes(bone, state["epiphyses"][bone], start, 0.0, FOREARM_MM, width)
+        shapes += tubular_shapes(bone, state["epiphyses"][bone], start, 0.0, FOREARM_MM, metaphysis, (bone_width, 1.0))
     return shapes
 
 

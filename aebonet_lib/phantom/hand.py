@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 
 from .anatomy import (
-    CARPALS, FOREARM, FOREARM_MM, HYPOTHENAR, SOFT_TISSUE_MM, THENAR, WRIST_TISSUE_MM, Ray, Shape, adult_carpal,
+    CARPALS, FOREARM, RAYS, FOREARM_MM, HYPOTHENAR, SOFT_TISSUE_MM, THENAR, WRIST_TISSUE_MM, Ray, Shape, adult_carpal,
     carpal_shapes, child_rays, direction, forearm_shapes, ray_joints, ray_shapes, segment_kinds, sesamoid_shapes,
 )
 from .children import Child
@@ -76,8 +76,8 @@ def hand_scene(state: dict, pose: dict, child: Child) -> tuple[list[Shape], dict
     rays = child_rays(child)
     rays_joints = [ray_joints(ray, pose, i) for i, ray in enumerate(rays)]
     metacarpals, phalanges = [], []
-    for ray, (joints, angles) in zip(rays, rays_joints):
-        mc, ph = ray_shapes(ray, joints, angles, state)
+    for average, length, (joints, angles) in zip(RAYS, child.ray_lengths, rays_joints):
+        mc, ph = ray_shapes(average, joints, angles, state, (child.bone_width, length))
         metacarpals += mc
         phalanges += ph
     forearm, carpals = forearm_shapes(state, child.bone_width), carpal_shapes(state)

@@ -48,13 +48,13 @@ def draw_raw_frame(rng: np.random.Generator) -> dict:
     """Draw how a raw radiograph frames the hand: zoom, squash, shift, plate, collimation and marker."""
     grey_plate = rng.random() < 0.2
     return {
-        "zoom": rng.uniform(0.95, 1.35) if rng.random() < 0.9 else rng.uniform(0.5, 0.9),
+        "zoom": rng.uniform(0.85, 1.25) if rng.random() < 0.9 else rng.uniform(0.5, 0.9),
         "squash": rng.uniform(0.85, 1.15),  # the original's aspect ratio, lost in the square output
         "raw_shift": np.array([rng.uniform(-0.08, 0.08), rng.uniform(-0.02, 0.12)]),
         "raw_rotation": rng.normal(0, 6),
         "plate": rng.uniform(0.15, 0.5) if grey_plate else rng.uniform(0.0, 0.1),
         "contrast": rng.uniform(0.3, 1.0),
-        "collimation": np.where(rng.random(4) < 0.35, rng.uniform(0.0, 0.12, 4), 0.0),  # top, bottom, left, right
+        "collimation": np.where(rng.random(4) < 0.12, rng.uniform(0.0, 0.1, 4), 0.0),  # top, bottom, left, right
         "outside": rng.uniform(0.2, 0.8),  # the unexposed border beyond the collimator
         "rim": rng.random() < 0.3,
         "marker": rng.random() < 0.85,
@@ -77,9 +77,9 @@ def draw_exposure(rng: np.random.Generator) -> dict:
     return {
         "tissue": rng.uniform(0.8, 1.2),
         "hardness": rng.uniform(0.7, 1.4),  # higher: a softer beam, more contrast between tissue and bone
-        "blur_mm": rng.uniform(0.1, 0.4),
-        "quantum": rng.uniform(0.01, 0.04),  # noise SD at a 0.2 mm detector pixel
-        "mottle": rng.uniform(0.004, 0.02),  # SD of the structured, correlated part
+        "blur_mm": rng.uniform(0.2, 0.5),
+        "quantum": rng.uniform(0.005, 0.03),  # noise SD at a 0.2 mm detector pixel
+        "mottle": rng.uniform(0.004, 0.015),  # SD of the structured, correlated part
         "mottle_mm": rng.uniform(0.6, 1.3),
     }
 
