@@ -17,7 +17,8 @@ import numpy as np
 import pandas as pd
 
 from ..errors import AebonetError
-from .dataset import IMAGE_DIR, LABELS_CSV, image_seed, sample_ages
+from .children import READER_SD_MONTHS
+from .dataset import AGE_RANGE, IMAGE_DIR, LABELS_CSV, dataset_plan, image_seed
 from .render import render
 from .styles import DEFAULT_STYLE
 
@@ -113,9 +114,6 @@ def shortcut_test(images: list[np.ndarray], labels: np.ndarray, males: np.ndarra
 
 def phantom_set(n: int, size, seed: int, style: str, variation: bool = True) -> tuple[list, np.ndarray, np.ndarray]:
     """Return `n` phantom images with one reader's labels (as a real set has), and their sexes."""
-    from .children import READER_SD_MONTHS
-    from .dataset import dataset_plan, AGE_RANGE
-
     ages, males, labels = dataset_plan(n, seed, AGE_RANGE, READER_SD_MONTHS)
     images = [render(float(a), bool(m), size, image_seed(seed, i), style, variation) for i, (a, m) in enumerate(zip(ages, males))]
     return images, labels, males
