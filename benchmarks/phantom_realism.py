@@ -79,6 +79,7 @@ def main() -> None:
     p.add_argument("encoder", type=Path)
     p.add_argument("--fraction", type=float, required=True)
     p.add_argument("--runs", type=Path, required=True)
+    p.add_argument("--out", type=Path)
     for p in sub.choices.values():
         p.add_argument("--real", type=Path, default=realism.REAL_256, help="the RSNA training set (Kaggle layout)")
     args = parser.parse_args()
