@@ -1,11 +1,13 @@
 """Measure how close the phantom is to real radiographs, and how a phantom-trained model does on them.
 
     .venv/bin/python benchmarks/phantom_realism.py report [--n 500] [--style raw] [--out FILE.csv]
+    .venv/bin/python benchmarks/phantom_realism.py table [--n 500] [--before WORKTREE] [--out FILE.csv]
     .venv/bin/python benchmarks/phantom_realism.py sim2real MODEL [--real DIR] [--out FILE.json]
     .venv/bin/python benchmarks/phantom_realism.py finetune ENCODER --fraction F --runs DIR [--real DIR]
 
 `report` prints the realism table (`aebonet_lib.phantom.realism`): phantom and real on the same
-measures. `sim2real` tests a model trained only on phantoms on the real validation split (the
+measures. `table` does it for both styles and, with `--before` (a worktree of an older commit,
+`git worktree add /tmp/old-phantom fdbc06e`), for the phantom as it was there. `sim2real` tests a model trained only on phantoms on the real validation split (the
 paper's split of ../shared/rsna_bone_age_256, 2,323 images) beside the mean predictor.
 `finetune` fine-tunes AE-BoNet from an encoder (say, pretrained on phantoms) on a fraction of the
 real labels, with the recipe of `aebonet experiment real` (preset rsna-cpu), and tests it.
@@ -32,6 +34,49 @@ def real_data(real_dir: Path):
 
     config = get_config(PRESET)
     return load_data(real_dir, config.image_size, seed=config.seed, split=config.split, progress=False), config
+
+
+def old_phantom(worktree: Path):
+    """Return the phantom module of an older commit (one phantom.py) checked out in `worktree`."""
+    import importlib.util
+    import types
+
+    package = types.ModuleType("old_aebonet_lib")
+    package.__path__ = [str(worktree / "aebonet_lib")]
+    sys.modules["old_aebonet_lib"] = package
+    spec = importlib.util.spec_from_file_location("old_aebonet_lib.phantom", worktree / "aebonet_lib" / "phantom.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["old_aebonet_lib.phantom"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def before_column(worktree: Path, n: int, seed: int = 0) -> dict:
+    """Return the realism measures of the older phantom in `worktree`, on the ages, sexes and seeds of the new one."""
+    from aebonet_lib.phantom.dataset import AGE_RANGE, dataset_plan, image_seed
+
+    old = old_phantom(worktree)
+    ages, males, labels = dataset_plan(n, seed, AGE_RANGE, 5.3)
+    images = [old.render(float(a), bool(m), 256, image_seed(seed, i)) for i, (a, m) in enumerate(zip(ages, males))]
+    column = {**realism.summarise(realism.quantised(images)), **realism.shortcut_test(images, labels, males, seed)}
+    fine = [old.render(float(a), bool(m), realism.FINE_SIZE, image_seed(seed, i)) for i, (a, m) in enumerate(zip(ages[:8], males[:8]))]
+    column.update({f"{k}_1024": v for k, v in realism.fine_measures(realism.quantised(fine)).items()})
+    return column
+
+
+def table(n: int, before: Path | None, real_dir: Path):
+    """Return the realism table for both styles, the older phantom (if `before`) and the real set."""
+    import pandas as pd
+
+    raw = realism.realism_report(n, "raw", real_dir).set_index("measure")
+    registered = realism.realism_report(n, "registered", real_dir).set_index("measure")
+    columns = {"phantom_raw": raw["phantom"], "phantom_registered": registered["phantom"]}
+    if before:
+        columns["phantom_before"] = pd.Series(before_column(before, n))
+    columns["real"] = raw["real"]
+    result = pd.DataFrame(columns)
+    result.index.name = "measure"
+    return result
 
 
 def sim2real(model_path: Path, real_dir: Path) -> dict:
@@ -72,6 +117,10 @@ def main() -> None:
     p.add_argument("--n", type=int, default=500)
     p.add_argument("--style", default="raw", choices=["raw", "registered"])
     p.add_argument("--out", type=Path)
+    p = sub.add_parser("table")
+    p.add_argument("--n", type=int, default=500)
+    p.add_argument("--before", type=Path, help="a worktree of an older commit, to measure its phantom too")
+    p.add_argument("--out", type=Path)
     p = sub.add_parser("sim2real")
     p.add_argument("model", type=Path)
     p.add_argument("--out", type=Path)
@@ -85,6 +134,15 @@ def main() -> None:
     args = parser.parse_args()
     if args.what == "report":
         sys.exit(realism.report_main(args.n, args.style, args.real, args.out))
+    if args.what == "table":
+        result = table(args.n, args.before, args.real)
+        print(result.to_string(float_format=lambda x: f"{x:.3f}"))
+        if args.out:
+            from aebonet_lib.files import atomic_write
+
+            with atomic_write(args.out) as f:
+                result.to_csv(f, float_format="%.4f", lineterminator="\n")
+        return
     result = sim2real(args.model, args.real) if args.what == "sim2real" else finetune(args.encoder, args.fraction, args.runs, args.real)
     result["command"] = " ".join(sys.argv)
     print(json.dumps(result, indent=1))
