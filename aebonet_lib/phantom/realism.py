@@ -25,6 +25,7 @@ from .styles import DEFAULT_STYLE
 SHARED = Path(__file__).resolve().parents[3] / "shared"
 REAL_256 = SHARED / "rsna_bone_age_256"  # the RSNA training set, raw, 256x256 JPEG
 REAL_SAMPLE = SHARED / "rsna_sample"  # eight registered full-resolution radiographs
+RESULTS = Path(__file__).resolve().parents[1] / "results" / "phantom"  # the measured tables the library ships
 FINE_SIZE = (1024, 788)  # the 1024-px measures: height x width of the registered frame
 FOLDS, RIDGE_ALPHA, THUMB = 5, 10.0, 8
 
@@ -193,6 +194,11 @@ def realism_figure(n: int = 200, style: str = DEFAULT_STYLE, real_dir: str | Pat
     axes[0].legend()
     fig.tight_layout()
     return fig
+
+
+def shipped_realism() -> pd.DataFrame:
+    """Return the realism table measured on this project's machine (results/phantom/realism.csv), for the book."""
+    return pd.read_csv(RESULTS / "realism.csv", index_col="measure")
 
 
 def print_report(table: pd.DataFrame, out=sys.stdout) -> None:
