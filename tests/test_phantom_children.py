@@ -107,3 +107,9 @@ def test_a_1024_render_has_finer_detail_than_a_blown_up_256_one():
 def test_source_digest_is_a_short_hex_string():
     digest = phantom.source_digest()
     assert len(digest) == 8 and int(digest, 16) >= 0
+
+
+def test_label_noise_none_means_one_reader():
+    _, labels_none, _ = phantom.make_dataset(3, size=32, seed=4, label_noise_sd=None, progress=False)
+    _, labels_reader, _ = phantom.make_dataset(3, size=32, seed=4, progress=False)
+    assert np.array_equal(labels_none, labels_reader)

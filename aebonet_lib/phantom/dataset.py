@@ -156,14 +156,15 @@ def floor_message(label_noise_sd: float) -> str:
 
 def make_dataset(
     n: int, size: int | tuple[int, int] = 256, seed: int = 0, age_range: tuple[float, float] = AGE_RANGE,
-    label_noise_sd: float = READER_SD_MONTHS, workers: int | None = None, progress: bool = True,
+    label_noise_sd: float | None = READER_SD_MONTHS, workers: int | None = None, progress: bool = True,
     style: str = DEFAULT_STYLE, variation: bool = True,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Return `n` phantom radiographs (float32, (n, H, W)), their bone-age labels (float32) and sexes (bool) (chapter 0).
 
     By default each image is a different child (`variation`), labelled by one reader with error
-    SD `label_noise_sd` (children.READER_SD_MONTHS); with `progress` it prints the MAE floor that sets.
+    SD `label_noise_sd` (None: children.READER_SD_MONTHS); with `progress` it prints the MAE floor that sets.
     """
+    label_noise_sd = READER_SD_MONTHS if label_noise_sd is None else label_noise_sd
     height, width = check_dataset_args(n, size, seed, label_noise_sd, workers, style)
     ages, males, labels = dataset_plan(n, seed, age_range, label_noise_sd)
     if progress:
@@ -195,14 +196,16 @@ def write_labels(path: Path, ids: np.ndarray, ages: np.ndarray, males: np.ndarra
 
 def write_dataset(
     out_dir: str | os.PathLike, n: int, size: int | tuple[int, int] = 256, seed: int = 0,
-    label_noise_sd: float = READER_SD_MONTHS, progress: bool = True, workers: int | None = None,
+    label_noise_sd: float | None = READER_SD_MONTHS, progress: bool = True, workers: int | None = None,
     style: str = DEFAULT_STYLE, variation: bool = True,
 ) -> Path:
     """Write `n` phantom radiographs in the Kaggle RSNA layout under `out_dir` and return it (chapter 0).
 
     The label file is written last, so a folder without it is an interrupted run. With label
     noise, `true_boneage.csv` beside it holds the noise-free ages, to show the reachable MAE.
+    `style`, `variation` and `label_noise_sd` (None: one reader's) are as in `make_dataset`.
     """
+    label_noise_sd = READER_SD_MONTHS if label_noise_sd is None else label_noise_sd
     shape = check_dataset_args(n, size, seed, label_noise_sd, workers, style)
     out_dir = files.require_empty_dir(out_dir)
     ages, males, labels = dataset_plan(n, seed, AGE_RANGE, label_noise_sd)
