@@ -61,12 +61,15 @@ def clipped_factor(rng: np.random.Generator, sd: float, size: int | None = None)
     return 1.0 + np.clip(rng.normal(0.0, sd, size), -2.5 * sd, 2.5 * sd)
 
 
+def quantise(factor: float) -> float:
+    """Return a size factor rounded to 1 % steps, so that outlines repeat and the caches in anatomy stay useful."""
+    return float(np.round(factor, 2))
+
+
 def draw_child(seed: int) -> Child:
     """Draw one child from `seed`: group offsets (whole months), size, proportions and build; never its bone age or sex."""
     rng = child_rng(seed)
     offsets = {group: float(np.round(np.clip(rng.normal(0.0, TEMPO_SD_MONTHS), -15, 15))) for group in TEMPO_GROUPS}
-    # Quantised to 1 % steps so that outlines repeat and the caches in anatomy stay useful.
-    quantise = lambda x: float(np.round(x, 2))  # noqa: E731
     return Child(
         offsets=offsets,
         hand_length=quantise(clipped_factor(rng, HAND_LENGTH_SD)),
