@@ -69,7 +69,8 @@ def quantise(factor: float) -> float:
 def draw_child(seed: int) -> Child:
     """Draw one child from `seed`: group offsets (whole months), size, proportions and build; never its bone age or sex."""
     rng = child_rng(seed)
-    offsets = {group: float(np.round(np.clip(rng.normal(0.0, TEMPO_SD_MONTHS), -15, 15))) for group in TEMPO_GROUPS}
+    offsets = {group: float(np.round(np.clip(rng.normal(0.0, TEMPO_SD_MONTHS), -15, 15))) + 0.0  # never -0.0
+               for group in TEMPO_GROUPS}
     return Child(
         offsets=offsets,
         hand_length=quantise(clipped_factor(rng, HAND_LENGTH_SD)),
