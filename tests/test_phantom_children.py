@@ -113,3 +113,14 @@ def test_label_noise_none_means_one_reader():
     _, labels_none, _ = phantom.make_dataset(3, size=32, seed=4, label_noise_sd=None, progress=False)
     _, labels_reader, _ = phantom.make_dataset(3, size=32, seed=4, progress=False)
     assert np.array_equal(labels_none, labels_reader)
+
+
+def test_older_carpus_is_brighter_in_most_raw_images_with_variation():
+    brighter = []
+    for seed in range(30):
+        means = {}
+        for age in (12, 150):
+            x0, y0, x1, y1 = phantom.regions(age, True, 64, seed)["carpals"]
+            means[age] = phantom.render(age, True, 64, seed)[y0:y1, x0:x1].mean()
+        brighter.append(means[150] > means[12])
+    assert np.mean(brighter) >= 0.8
