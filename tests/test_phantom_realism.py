@@ -42,3 +42,17 @@ def test_phantom_is_near_real_on_the_simple_measures():
     for measure, tolerance in [("inside_mean", 0.15), ("outside_mean", 0.15), ("hand_fraction", 0.15)]:
         assert abs(table.loc[measure, "phantom"] - table.loc[measure, "real"]) < tolerance, measure
     assert table.loc["images_clipping_over_1pct", "phantom"] <= table.loc["images_clipping_over_1pct", "real"] + 0.05
+
+
+def test_realism_figure_draws_both_histograms(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    fig = realism.realism_figure(n=5, real_dir=tmp_path)
+    assert len(fig.axes) == 2 and all(ax.lines for ax in fig.axes)
+
+
+def test_shipped_realism_table_has_the_real_column():
+    table = realism.shipped_realism()
+    assert {"phantom_raw", "phantom_registered", "real"} <= set(table.columns)
+    assert table.loc["images_clipping_over_1pct", "phantom_raw"] < 0.05
