@@ -126,6 +126,8 @@ def field_mask(pose: dict, shape: tuple[int, int]) -> np.ndarray:
 
 def collimate(image: np.ndarray, pose: dict) -> np.ndarray:
     """Replace the image beyond the collimated field by the unexposed border's level, with a bright rim if drawn."""
+    if not pose["collimation"].any():
+        return image
     mask = field_mask(pose, image.shape)
     if mask.min() == 1:
         return image
