@@ -24,7 +24,8 @@ SUPERSAMPLE_PX = 384  # bones are drawn on a canvas at least this large (1.5x at
 TISSUE_MU, BONE_MU = 0.6, 1.3  # attenuation of the full soft tissue and of a cortex seen edge-on
 TEXTURE = 0.22  # depth of the trabecular texture inside bone
 TRABECULA_MM = (1.6, 0.6)  # the texture's grain along and across the bone (mm)
-DETECTOR_MM = 0.2  # the detector's pixel: quantum noise is white at this scale
+DETECTOR_MM = 0.2  # the detector's pixel: quantum noise is drawn white at this scale
+UNSHARPNESS_MM = 0.18  # the detector's own blur, which correlates its noise (neighbour correlation 0.5 at 1024 px, as real)
 MIN_SIGMA_PX = 0.3  # blur narrower than this is left out
 UNIFORM_TO_SD1 = float(np.sqrt(12))  # uniform noise on (-0.5, 0.5) times this has SD 1
 
@@ -109,16 +110,22 @@ def blur_mm(image: np.ndarray, sigma_mm: float, px_per_mm: float) -> np.ndarray:
     return cv2.GaussianBlur(image, (0, 0), sigma) if sigma >= MIN_SIGMA_PX else image
 
 
-def noise_field(rngs: dict, shape: tuple[int, int], pose: dict, px_per_mm: float) -> np.ndarray:
-    """Return the noise: quantum noise (white at the detector, averaged by larger pixels) plus correlated mottle."""
+def correlated(rng: np.random.Generator, shape: tuple[int, int], sd: float, sigma_px: float) -> np.ndarray:
+    """Return noise of SD `sd`, correlated by a Gaussian of `sigma_px` pixels (white below MIN_SIGMA_PX)."""
     # Uniform noise of SD 1 (faster to draw than normal; blurred, it is close to normal anyway).
-    quantum = rngs["quantum"].random(shape, dtype=np.float32) - np.float32(0.5)
-    quantum *= np.float32(UNIFORM_TO_SD1 * pose["quantum"] * min(1.0, DETECTOR_MM * px_per_mm))
-    mottle = rngs["mottle"].random(shape, dtype=np.float32) - np.float32(0.5)
-    sigma = pose["mottle_mm"] * px_per_mm
-    gain = UNIFORM_TO_SD1 * pose["mottle"] * 2 * np.sqrt(np.pi) * sigma  # a Gaussian of sigma s keeps 1 / (2 sqrt(pi) s) of the SD
-    mottle = cv2.GaussianBlur(mottle, (0, 0), sigma) * np.float32(gain)
-    return quantum + mottle
+    noise = rng.random(shape, dtype=np.float32) - np.float32(0.5)
+    gain = UNIFORM_TO_SD1 * sd
+    if sigma_px >= MIN_SIGMA_PX:
+        noise = cv2.GaussianBlur(noise, (0, 0), sigma_px)
+        gain *= 2 * np.sqrt(np.pi) * sigma_px  # a Gaussian of sigma s keeps 1 / (2 sqrt(pi) s) of the SD
+    return noise * np.float32(gain)
+
+
+def noise_field(rngs: dict, shape: tuple[int, int], pose: dict, px_per_mm: float) -> np.ndarray:
+    """Return the noise: quantum noise (correlated by the detector's blur, averaged by larger pixels) plus mottle."""
+    quantum_sd = pose["quantum"] * min(1.0, DETECTOR_MM * px_per_mm)
+    quantum = correlated(rngs["quantum"], shape, quantum_sd, UNSHARPNESS_MM * px_per_mm)
+    return quantum + correlated(rngs["mottle"], shape, pose["mottle"], pose["mottle_mm"] * px_per_mm)
 
 
 def attenuation(tissue: np.ndarray, bone: np.ndarray, pose: dict, texture: np.ndarray) -> np.ndarray:

@@ -80,7 +80,7 @@ def draw_exposure(rng: np.random.Generator) -> dict:
         "tissue": rng.uniform(0.8, 1.2),
         "hardness": rng.uniform(0.7, 1.4),  # higher: a softer beam, more contrast between tissue and bone
         "blur_mm": rng.uniform(0.2, 0.5),
-        "quantum": rng.uniform(0.005, 0.03),  # noise SD at a 0.2 mm detector pixel
+        "quantum": rng.uniform(0.012, 0.07),  # noise SD at a 0.2 mm detector pixel
         "mottle": rng.uniform(0.004, 0.015),  # SD of the structured, correlated part
         "mottle_mm": rng.uniform(0.6, 1.3),
     }
