@@ -92,8 +92,16 @@ def sim2real(model_path: Path, real_dir: Path) -> dict:
         y, y_hat = data.y[index], predict.predict_arrays(model, data.X[index], progress=False)
         result[split] = {"n": len(index), **metrics.mae_with_ci(y, y_hat),
                          "mean_predictor_mae": metrics.mae(y, np.full(len(y), mean)),
-                         "predicted_sd": float(np.std(y_hat)), "corr": float(np.corrcoef(y, y_hat)[0, 1])}
+                         "predicted_sd": float(np.std(y_hat)), "corr": float(np.corrcoef(y, y_hat)[0, 1]),
+                         **what_predictions_follow(data.X[index], y_hat)}
     return result
+
+
+def what_predictions_follow(X: np.ndarray, y_hat: np.ndarray) -> dict:
+    """Return the correlation of predictions with image measures that carry no age in real data (brightness, hand size)."""
+    rows = [realism.image_measures(np.squeeze(x).astype(np.float32) / 255) for x in X]
+    return {f"corr_with_{name}": float(np.corrcoef([r[name] for r in rows], y_hat)[0, 1])
+            for name in ("inside_mean", "hand_fraction")}
 
 
 def finetune(encoder: Path, fraction: float, runs_dir: Path, real_dir: Path) -> dict:
