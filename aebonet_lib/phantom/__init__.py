@@ -9,7 +9,7 @@ framing, exposure), never the bone age. Chapter 0 generates the dataset; chapter
     timeline   the maturity table and the state it gives at a bone age
     children   what makes one child differ from another of the same bone age
     anatomy    the bones' outlines in millimetres;  hand: the whole hand as a scene
-    styles     registered and raw framing;  render: the physics of the image
+    styles     registered and raw framing;  radiograph: the physics of the image, render, regions
     dataset    make_dataset, write_dataset, worker processes;  realism: phantom vs real
 """
 
@@ -25,7 +25,7 @@ from .dataset import (
     AGE_CURVES, AGE_RANGE, BOY_FRACTION, IMAGE_DIR, LABELS_CSV, PARALLEL_MIN_PIXELS, TRUE_AGES_CSV, add_label_noise,
     age_grid, choose_workers, dataset_plan, image_seed, make_dataset, sample_ages, write_dataset,
 )
-from .render import check_seed, check_size, parse_size, regions, render
+from .radiograph import check_seed, check_size, parse_size, regions, render
 from .styles import DEFAULT_STYLE, STYLES
 from .timeline import (
     CARPALS, EPIPHYSES, GROWTH, MATURITY, MAX_AGE, SOURCES, TEMPO_GROUPS, event_age, maturity_state,

@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 from .. import files, hardware
 from ..errors import AebonetError
 from .children import READER_SD_MONTHS, label_floor
-from .render import check_seed, check_size, is_count, render
+from .radiograph import check_seed, check_size, is_count, render
 from .styles import DEFAULT_STYLE, check_style
 from .timeline import MAX_AGE
 

@@ -19,7 +19,7 @@ import pandas as pd
 from ..errors import AebonetError
 from .children import READER_SD_MONTHS
 from .dataset import AGE_RANGE, IMAGE_DIR, LABELS_CSV, dataset_plan, image_seed
-from .render import render
+from .radiograph import render
 from .styles import DEFAULT_STYLE
 
 SHARED = Path(__file__).resolve().parents[3] / "shared"
