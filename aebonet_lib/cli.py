@@ -14,7 +14,6 @@ import sys
 import time
 import traceback
 
-from aebonet_lib.cli_parser import build_parser
 from aebonet_lib.errors import AebonetError
 
 
@@ -22,8 +21,17 @@ def run_phantom(args: argparse.Namespace) -> int:
     """Write a phantom dataset in the Kaggle layout (chapter 0)."""
     from aebonet_lib import phantom
 
+    style = args.style or phantom.DEFAULT_STYLE
+    if args.report:
+        from aebonet_lib.phantom import realism
+
+        real = args.real or realism.REAL_256
+        return realism.report_main(args.n or 500, style, real, args.report_out)
+    if args.out is None or args.n is None:
+        raise AebonetError("give --out FOLDER and --n N to write phantoms (or --report to compare them with real images)")
     size = phantom.parse_size(args.size)
-    out = phantom.write_dataset(args.out, n=args.n, size=size, seed=args.seed, label_noise_sd=args.label_noise)
+    out = phantom.write_dataset(args.out, n=args.n, size=size, seed=args.seed, label_noise_sd=args.label_noise,
+                                style=style, variation=not args.no_variation)
     print(f"wrote {args.n} images and {phantom.LABELS_CSV} to {out}")
     return 0
 
@@ -230,9 +238,6 @@ def run_bench(args: argparse.Namespace) -> int:
     return 0
 
 
-TENSORFLOW_COMMANDS = ("pretrain", "train", "evaluate", "predict", "demo", "experiment", "bench")
-
-
 def import_tensorflow_quietly() -> None:
     """Import TensorFlow and look for GPUs with its C++ start-up log silenced (AEBONET_DEBUG=1 shows it).
 
@@ -262,10 +267,11 @@ COMMANDS = {"phantom": run_phantom, "prepare": run_prepare, "pretrain": run_pret
 
 def main(argv: list[str] | None = None) -> int:
     """Run the `aebonet` command; bad input ends in one line on stderr and exit status 2."""
+    import_tensorflow_quietly()  # the presets come from the recipe, which needs Keras (and so TensorFlow)
+    from aebonet_lib.cli_parser import build_parser
+
     args = build_parser().parse_args(argv)
     try:
-        if args.command in TENSORFLOW_COMMANDS:
-            import_tensorflow_quietly()
         return COMMANDS[args.command](args) or 0
     except AebonetError as e:
         print(f"aebonet {args.command}: error: {e}", file=sys.stderr)

@@ -67,12 +67,23 @@ def add_phantom(sub) -> None:
     """Add `aebonet phantom`: write synthetic hand radiographs in the Kaggle RSNA layout."""
     p = add_command(sub, "phantom", "write synthetic hand radiographs in the Kaggle RSNA layout",
                     "aebonet phantom --out phantom_data --n 1000 --size 256 --seed 0")
-    p.add_argument("--out", required=True, type=Path, help="folder to create (must not exist or be empty)")
-    p.add_argument("--n", required=True, type=int, help="number of images (RSNA's training set has 12611)")
+    p.add_argument("--out", type=Path, help="folder to create (must not exist or be empty); not with --report")
+    p.add_argument("--n", type=int, help="number of images (RSNA's training set has 12611; --report: default 500)")
     p.add_argument("--size", default="256", help="image size: N for NxN, or WxH such as 1600x2080 (default 256)")
     p.add_argument("--seed", type=int, default=0, help="random seed; the same seed writes byte-identical files")
-    p.add_argument("--label-noise", type=float, default=0.0, metavar="SD",
-                   help="standard deviation (months) of reader noise added to the labels (default 0)")
+    p.add_argument("--label-noise", type=float, default=None, metavar="SD",
+                   help="standard deviation (months) of reader noise added to the labels "
+                        "(default: one radiologist's, phantom.READER_SD_MONTHS; 0 for exact labels)")
+    p.add_argument("--style", choices=("raw", "registered"), default=None,
+                   help="raw (default: grey plate, markers, hand anywhere in the frame, like the RSNA training set) "
+                        "or registered (black background, hand in a fixed frame)")
+    p.add_argument("--no-variation", action="store_true",
+                   help="draw the average child of each age (no per-child bone sizes or bone-group tempo)")
+    p.add_argument("--report", action="store_true",
+                   help="instead of writing images, compare phantoms with real radiographs on the realism measures")
+    p.add_argument("--real", type=Path, default=None, metavar="DIR",
+                   help="--report: the real radiographs to compare with (default ../shared/rsna_bone_age_256)")
+    p.add_argument("--report-out", type=Path, default=None, metavar="CSV", help="--report: also write the table here")
 
 
 def add_prepare(sub) -> None:

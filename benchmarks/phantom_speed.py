@@ -1,6 +1,6 @@
 """Measure how fast the phantom renders through `aebonet_lib.phantom.make_dataset`.
 
-    .venv/bin/python benchmarks/phantom_speed.py [--n 3000] [--n-large 40] [--repeats 3] [--workers N]
+    .venv/bin/python benchmarks/phantom_speed.py [--n 3000] [--n-large 40] [--repeats 3] [--workers N] [--style raw]
 
 For 256x256 and for 1600x2080 (the registered RSNA size) it prints the median over repeats of
 images per second (wall clock) and of CPU milliseconds per image, summed over this process and
@@ -27,23 +27,23 @@ def cpu_seconds() -> float:
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
-def measure(n: int, size, workers: int | None, seed: int) -> tuple[float, float]:
+def measure(n: int, size, workers: int | None, seed: int, style: str) -> tuple[float, float]:
     """Return (images per wall-clock second, CPU milliseconds per image) of one make_dataset call."""
     start_wall, start_cpu = time.perf_counter(), cpu_seconds()
-    phantom.make_dataset(n, size=size, seed=seed, workers=workers, progress=False)
+    phantom.make_dataset(n, size=size, seed=seed, workers=workers, progress=False, style=style)
     wall, cpu = time.perf_counter() - start_wall, cpu_seconds() - start_cpu
     return n / wall, 1000 * cpu / n
 
 
-def report(label: str, n: int, size, workers: int | None, repeats: int) -> None:
+def report(label: str, n: int, size, workers: int | None, repeats: int, style: str) -> None:
     """Print the median rate and CPU time per image for one image size."""
-    runs = [measure(n, size, workers, seed) for seed in range(repeats)]
+    runs = [measure(n, size, workers, seed, style) for seed in range(repeats)]
     rate = statistics.median(r for r, _ in runs)
     cpu_ms = statistics.median(c for _, c in runs)
     cores = workers or hardware.available_cpus()
     print(f"{label}: {rate:.0f} images/s wall, {cpu_ms:.2f} ms CPU per image, "
           f"{1000 * cores / cpu_ms:.0f} images/s implied on {cores} idle cores "
-          f"(n={n}, median of {repeats})", flush=True)
+          f"(n={n}, median of {repeats}, style {style})", flush=True)
 
 
 def main() -> None:
@@ -53,9 +53,11 @@ def main() -> None:
     parser.add_argument("--n-large", type=int, default=40, help="images per run at 1600x2080 (default 40)")
     parser.add_argument("--repeats", type=int, default=3, help="runs per size; the median is printed (default 3)")
     parser.add_argument("--workers", type=int, default=None, help="worker processes (default: all cores)")
+    parser.add_argument("--style", default=phantom.DEFAULT_STYLE, choices=phantom.STYLES,
+                        help=f"phantom style (default {phantom.DEFAULT_STYLE})")
     args = parser.parse_args()
-    report("256x256", args.n, 256, args.workers, args.repeats)
-    report("1600x2080", args.n_large, (2080, 1600), args.workers, args.repeats)
+    report("256x256", args.n, 256, args.workers, args.repeats, args.style)
+    report("1600x2080", args.n_large, (2080, 1600), args.workers, args.repeats, args.style)
 
 
 if __name__ == "__main__":  # worker processes are started with "spawn" and import this file

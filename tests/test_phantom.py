@@ -126,14 +126,15 @@ def test_maturity_table_is_consistent_and_sourced():
 
 
 def test_older_hand_has_a_brighter_carpus_in_the_image():
+    fixed = dict(style="registered", variation=False)  # one frame and one child: only maturity differs
     for seed in range(3):
         means = {}
         for age in (12, 150):
-            x0, y0, x1, y1 = phantom.regions(age, True, 64, seed)["carpals"]
-            means[age] = phantom.render(age, True, 64, seed)[y0:y1, x0:x1].mean()
+            x0, y0, x1, y1 = phantom.regions(age, True, 64, seed, **fixed)["carpals"]
+            means[age] = phantom.render(age, True, 64, seed, **fixed)[y0:y1, x0:x1].mean()
         assert means[150] > means[12] + 0.05
-        x0, y0, x1, y1 = phantom.regions(96, True, 64, seed)["carpals"]
-        girl, boy = phantom.render(96, False, 64, seed), phantom.render(96, True, 64, seed)
+        x0, y0, x1, y1 = phantom.regions(96, True, 64, seed, **fixed)["carpals"]
+        girl, boy = phantom.render(96, False, 64, seed, **fixed), phantom.render(96, True, 64, seed, **fixed)
         assert girl[y0:y1, x0:x1].mean() > boy[y0:y1, x0:x1].mean()
 
 
@@ -166,25 +167,27 @@ def test_make_dataset_shapes_labels_and_label_noise():
     images, ages, males = phantom.make_dataset(6, size=(40, 32), seed=2, progress=False)
     assert images.shape == (6, 40, 32) and images.dtype == np.float32
     assert ages.shape == (6,) and ages.dtype == np.float32 and males.dtype == bool
-    assert np.array_equal(images[3], phantom.render(ages[3], males[3], (40, 32), phantom.image_seed(2, 3)))
+    true_ages, _, labels = phantom.dataset_plan(6, 2, phantom.AGE_RANGE, phantom.READER_SD_MONTHS)
+    assert np.array_equal(ages, labels)  # one reader's labels by default
+    assert np.array_equal(images[3], phantom.render(true_ages[3], males[3], (40, 32), phantom.image_seed(2, 3)))
     true_ages, _, labels = phantom.dataset_plan(3000, 2, phantom.AGE_RANGE, 10.0)
     assert 9 < np.std(labels - true_ages) < 11 and labels.min() >= 0 and labels.max() <= 240
 
 
 def test_make_dataset_does_not_depend_on_the_number_of_workers(monkeypatch):
-    monkeypatch.setattr(phantom, "PARALLEL_MIN_PIXELS", 1)
+    monkeypatch.setattr(phantom.dataset, "PARALLEL_MIN_PIXELS", 1)
     one, ages1, _ = phantom.make_dataset(4, size=32, seed=5, workers=1, progress=False)
     two, ages2, _ = phantom.make_dataset(4, size=32, seed=5, workers=2, progress=False)
     assert np.array_equal(one, two) and np.array_equal(ages1, ages2)
 
 
 def test_write_dataset_round_trips_the_kaggle_layout(tmp_path):
-    out = phantom.write_dataset(tmp_path / "data", 5, size=(48, 32), seed=7, progress=False)
+    out = phantom.write_dataset(tmp_path / "data", 5, size=(48, 32), seed=7, label_noise_sd=0.0, progress=False)
     text = (out / "boneage-training-dataset.csv").read_text()
     assert text.splitlines()[0] == "id,boneage,male"
     table = pd.read_csv(out / "boneage-training-dataset.csv")
     assert {line.split(",")[2] for line in text.splitlines()[1:]} <= {"True", "False"}
-    images, ages, males = phantom.make_dataset(5, size=(48, 32), seed=7, progress=False)
+    images, ages, males = phantom.make_dataset(5, size=(48, 32), seed=7, label_noise_sd=0.0, progress=False)
     assert np.array_equal(table["boneage"], ages) and np.array_equal(table["male"], males)
     for i, image_id in enumerate(table["id"]):
         png = cv2.imread(str(out / "boneage-training-dataset" / f"{image_id}.png"), cv2.IMREAD_UNCHANGED)

@@ -29,7 +29,7 @@ from aebonet_lib.runs import (
     records,
     training,
 )
-from aebonet_lib.runs.files import read_json
+from aebonet_lib.runs.files import read_json, write_json
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -333,3 +333,13 @@ def test_a_killed_and_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(
     weights = [modelfiles.load_model(run / "model.keras")[0].get_weights() for run in (whole, resumed)]
     for a, b in zip(*weights):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_an_encoder_pretrained_on_another_dataset_is_not_checked_against_its_ids(pretrained, data, config, tmp_path):
+    for name in ("encoder.keras", "encoder.json"):
+        shutil.copy(pretrained / name, tmp_path / name)
+    shutil.copytree(pretrained / "splits", tmp_path / "splits")
+    meta = read_json(tmp_path / "encoder.json")
+    write_json(tmp_path / "encoder.json", meta | {"data": {"source": str(tmp_path / "elsewhere"), "seed": 0}})
+    assert not training.same_source(tmp_path / "encoder.keras", data)
+    training.check_encoder_split(tmp_path / "encoder.keras", resplit(data, 1))  # other images: no leak to refuse

@@ -132,7 +132,7 @@ def phantom_version() -> str:
     """Return a short hash of the phantom's code, so a changed phantom never reuses old images."""
     from aebonet_lib import phantom
 
-    return hashlib.sha256(Path(phantom.__file__).read_bytes()).hexdigest()[:8]
+    return phantom.source_digest()
 
 
 def phantom_dataset(n: int, image_size: int, seed: int, root: Path, progress: bool = True) -> Path:

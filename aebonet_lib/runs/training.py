@@ -20,7 +20,7 @@ import tensorflow as tf
 from aebonet_lib import paper
 from aebonet_lib.config import Config
 from aebonet_lib.data import pipeline, splits
-from aebonet_lib.data.loading import BoneAgeData
+from aebonet_lib.data.loading import BoneAgeData, is_phantom
 from aebonet_lib.errors import AebonetError
 from aebonet_lib.models import baselines
 from aebonet_lib.runs.checkpoints import (
@@ -97,8 +97,6 @@ def make_datasets(data: BoneAgeData, config: Config, target: str, strategy: tf.d
 
 def recorded_source(source: str) -> str:
     """Return a data source as a run records it: phantom[:N] as given, a folder or file as an absolute path."""
-    from aebonet_lib.data.loading import is_phantom
-
     return source if is_phantom(source) else str(Path(source).resolve())
 
 
@@ -275,11 +273,18 @@ def pretrained_ids(encoder: str | Path) -> set[str] | None:
 
 def other_phantom_draw(encoder: str | Path, data: BoneAgeData) -> bool:
     """Return True when the encoder was pretrained on a phantom drawn with another seed: other images, the same ids."""
-    from aebonet_lib.data.loading import is_phantom
 
     pretrained_on = read_model_meta(encoder).get("data", {})
     return (is_phantom(data.source) and is_phantom(pretrained_on.get("source"))
             and pretrained_on.get("seed", data.seed) != data.seed)
+
+
+def same_source(encoder: str | Path, data: BoneAgeData) -> bool:
+    """Return False when the encoder was pretrained on another dataset (its ids name other images), else True."""
+    source = read_model_meta(encoder).get("data", {}).get("source")
+    if source is None or (is_phantom(source) and is_phantom(data.source)):
+        return True
+    return recorded_source(str(source)) == recorded_source(data.source)
 
 
 def held_out_ids(data: BoneAgeData) -> set[str]:
@@ -291,7 +296,7 @@ def held_out_ids(data: BoneAgeData) -> set[str]:
 def check_encoder_split(encoder: str | Path, data: BoneAgeData) -> None:
     """Refuse an encoder pretrained on any of the data's validation or test images: the test would not be blind."""
     seen = pretrained_ids(encoder)
-    if seen is None or other_phantom_draw(encoder, data):
+    if seen is None or other_phantom_draw(encoder, data) or not same_source(encoder, data):
         return
     leaked = len(seen & held_out_ids(data))
     if leaked:

@@ -1,0 +1,164 @@
+"""Measure how close the phantom is to real radiographs, and how a phantom-trained model does on them.
+
+    .venv/bin/python benchmarks/phantom_realism.py report [--n 500] [--style raw] [--out FILE.csv]
+    .venv/bin/python benchmarks/phantom_realism.py table [--n 500] [--before WORKTREE] [--out FILE.csv]
+    .venv/bin/python benchmarks/phantom_realism.py sim2real MODEL [--real DIR] [--out FILE.json]
+    .venv/bin/python benchmarks/phantom_realism.py finetune ENCODER --fraction F --runs DIR [--real DIR]
+
+`report` prints the realism table (`aebonet_lib.phantom.realism`): phantom and real on the same
+measures. `table` does it for both styles and, with `--before` (a worktree of an older commit,
+`git worktree add /tmp/old-phantom fdbc06e`), for the phantom as it was there. `sim2real` tests a model trained only on phantoms on the real validation split (the
+paper's split of ../shared/rsna_bone_age_256, 2,323 images) beside the mean predictor.
+`finetune` fine-tunes AE-BoNet from an encoder (say, pretrained on phantoms) on a fraction of the
+real labels, with the recipe of `aebonet experiment real` (preset rsna-cpu), and tests it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from aebonet_lib.phantom import realism
+
+PRESET = "rsna-cpu"
+
+
+def real_data(real_dir: Path):
+    """Return the real set at the preset's size with the paper's split, as the real-data experiment reads it."""
+    from aebonet_lib.config import get_config
+    from aebonet_lib.data.loading import load_data
+
+    config = get_config(PRESET)
+    return load_data(real_dir, config.image_size, seed=config.seed, split=config.split, progress=False), config
+
+
+def old_phantom(worktree: Path):
+    """Return the phantom module of an older commit (one phantom.py) checked out in `worktree`."""
+    import importlib.util
+    import types
+
+    package = types.ModuleType("old_aebonet_lib")
+    package.__path__ = [str(worktree / "aebonet_lib")]
+    sys.modules["old_aebonet_lib"] = package
+    spec = importlib.util.spec_from_file_location("old_aebonet_lib.phantom", worktree / "aebonet_lib" / "phantom.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["old_aebonet_lib.phantom"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def before_column(worktree: Path, n: int, seed: int = 0) -> dict:
+    """Return the realism measures of the older phantom in `worktree`, on the ages, sexes and seeds of the new one."""
+    from aebonet_lib.phantom.dataset import AGE_RANGE, dataset_plan, image_seed
+
+    old = old_phantom(worktree)
+    ages, males, labels = dataset_plan(n, seed, AGE_RANGE, 5.3)
+    images = [old.render(float(a), bool(m), 256, image_seed(seed, i)) for i, (a, m) in enumerate(zip(ages, males))]
+    column = {**realism.summarise(realism.quantised(images)), **realism.shortcut_test(images, labels, males, seed)}
+    fine = [old.render(float(a), bool(m), realism.FINE_SIZE, image_seed(seed, i)) for i, (a, m) in enumerate(zip(ages[:8], males[:8]))]
+    column.update({f"{k}_1024": v for k, v in realism.fine_measures(realism.quantised(fine)).items()})
+    return column
+
+
+def table(n: int, before: Path | None, real_dir: Path):
+    """Return the realism table for both styles, the older phantom (if `before`) and the real set."""
+    import pandas as pd
+
+    raw = realism.realism_report(n, "raw", real_dir).set_index("measure")
+    registered = realism.realism_report(n, "registered", real_dir).set_index("measure")
+    columns = {"phantom_raw": raw["phantom"], "phantom_registered": registered["phantom"]}
+    if before:
+        columns["phantom_before"] = pd.Series(before_column(before, n))
+    columns["real"] = raw["real"]
+    result = pd.DataFrame(columns)
+    result.index.name = "measure"
+    return result
+
+
+def sim2real(model_path: Path, real_dir: Path) -> dict:
+    """Return the MAE (95 % CI) on the real validation and test splits of a model, beside the training labels' mean."""
+    from aebonet_lib.evaluation import metrics, predict
+
+    data, _ = real_data(real_dir)
+    model, _ = predict.load_regressor(model_path)
+    mean = float(np.mean(data.y[data.splits["train"]]))
+    result = {"model": str(model_path), "real": str(real_dir), "train_label_mean": mean}
+    for split in ("val", "test"):
+        index = data.splits[split]
+        y, y_hat = data.y[index], predict.predict_arrays(model, data.X[index], progress=False)
+        result[split] = {"n": len(index), **metrics.mae_with_ci(y, y_hat),
+                         "mean_predictor_mae": metrics.mae(y, np.full(len(y), mean)),
+                         "predicted_sd": float(np.std(y_hat)), "corr": float(np.corrcoef(y, y_hat)[0, 1]),
+                         **what_predictions_follow(data.X[index], y_hat)}
+    return result
+
+
+def what_predictions_follow(X: np.ndarray, y_hat: np.ndarray) -> dict:
+    """Return the correlation of predictions with image measures that carry no age in real data (brightness, hand size)."""
+    rows = [realism.image_measures(np.squeeze(x).astype(np.float32) / 255) for x in X]
+    return {f"corr_with_{name}": float(np.corrcoef([r[name] for r in rows], y_hat)[0, 1])
+            for name in ("inside_mean", "hand_fraction")}
+
+
+def finetune(encoder: Path, fraction: float, runs_dir: Path, real_dir: Path) -> dict:
+    """Fine-tune AE-BoNet from `encoder` on `fraction` of the real training labels (seed 0) and return its MAEs."""
+    from aebonet_lib.experiments import protocol, real
+    from aebonet_lib.runs.files import read_json
+
+    data, config = real_data(real_dir)
+    budget = protocol.get_budget(PRESET)
+    job = real.Job(fraction, 0, protocol.PRETRAINED)
+    run_dir = real.run_job(job, data, config, budget, encoder, runs_dir)
+    return {"run": str(run_dir), "fraction": fraction, "encoder": str(encoder),
+            **{split: read_json(run_dir / split / "metrics.json")["mae"] for split in real.EVAL_SPLITS}}
+
+
+def main() -> None:
+    """Run one of report, sim2real or finetune and print (and optionally write) its result."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="what", required=True)
+    p = sub.add_parser("report")
+    p.add_argument("--n", type=int, default=500)
+    p.add_argument("--style", default="raw", choices=["raw", "registered"])
+    p.add_argument("--out", type=Path)
+    p = sub.add_parser("table")
+    p.add_argument("--n", type=int, default=500)
+    p.add_argument("--before", type=Path, help="a worktree of an older commit, to measure its phantom too")
+    p.add_argument("--out", type=Path)
+    p = sub.add_parser("sim2real")
+    p.add_argument("model", type=Path)
+    p.add_argument("--out", type=Path)
+    p = sub.add_parser("finetune")
+    p.add_argument("encoder", type=Path)
+    p.add_argument("--fraction", type=float, required=True)
+    p.add_argument("--runs", type=Path, required=True)
+    p.add_argument("--out", type=Path)
+    for p in sub.choices.values():
+        p.add_argument("--real", type=Path, default=realism.REAL_256, help="the RSNA training set (Kaggle layout)")
+    args = parser.parse_args()
+    if args.what == "report":
+        sys.exit(realism.report_main(args.n, args.style, args.real, args.out))
+    if args.what == "table":
+        result = table(args.n, args.before, args.real)
+        print(result.to_string(float_format=lambda x: f"{x:.3f}"))
+        if args.out:
+            from aebonet_lib.runs.files import atomic_write
+
+            with atomic_write(args.out) as f:
+                result.to_csv(f, float_format="%.4f", lineterminator="\n")
+        return
+    result = sim2real(args.model, args.real) if args.what == "sim2real" else finetune(args.encoder, args.fraction, args.runs, args.real)
+    result["command"] = " ".join(sys.argv)
+    print(json.dumps(result, indent=1))
+    if getattr(args, "out", None):
+        from aebonet_lib.runs.files import write_json
+
+        write_json(args.out, result)
+
+
+if __name__ == "__main__":
+    main()
