@@ -1,10 +1,11 @@
 """aebonet_lib: the library behind the AE-BoNet bone age course.
 
-Every function a chapter calls lives in one of these small modules:
-``phantom`` (synthetic radiographs), ``data`` and ``preprocess`` (real data in),
-``cache``, ``splits`` and ``pipeline`` (arrays on disk to batches), ``config``
-(presets), ``models``, ``training``, ``predict``, ``metrics``, ``plots``,
-``experiments``, ``bench`` and ``cli`` (the ``aebonet`` command).
+The method reads like the paper in ``paper`` (the recipe); the subpackages follow the
+data's journey around it: ``phantom`` (synthetic radiographs), ``data`` (reading,
+preprocessing, the cache, splits, tf.data), ``models`` (baselines, measures), ``runs``
+(run folders, resume, devices), ``evaluation`` (predictions and flags, metrics, plots,
+tables), ``experiments`` (controls, label efficiency, real data), ``bench`` and ``cli``
+(the ``aebonet`` command). ARCHITECTURE.md draws the journey.
 """
 
 __version__ = "0.1.0"

@@ -61,8 +61,10 @@ def test_cache_folder_as_source(kaggle_dir, tmp_path):
     made = load(kaggle_dir, cache_dir=tmp_path / "prepared")
     again = loading.load_data(tmp_path / "prepared", None, progress=False)
     assert np.array_equal(again.X, made.X) and again.ids.tolist() == made.ids.tolist()
-    with pytest.raises(AebonetError, match="holds 32-pixel images but 64"):
-        loading.load_data(tmp_path / "prepared", 64)
+    with pytest.raises(AebonetError, match="holds 32-pixel images; 64 px would only upsample them"):
+        loading.load_data(tmp_path / "prepared", 64, cache_root=tmp_path / "root")
+    smaller = loading.load_data(tmp_path / "prepared", 16, cache_root=tmp_path / "root", progress=False)
+    assert smaller.X.shape[1:] == (16, 16) and smaller.ids.tolist() == made.ids.tolist()
 
 
 def test_cache_folder_with_problems_needs_skip_bad(kaggle_dir, tmp_path):

@@ -422,10 +422,10 @@ def test_regressor_with_sex_and_scale_round_trip(tmp_path):
 
 
 @pytest.mark.parametrize("name", ["vgg16", "mobilenet"])  # 'caffe' and 'tf' preprocessing
-def test_baseline_round_trip(baselines, tmp_path, name):
+def test_baseline_round_trip(baseline_models, tmp_path, name):
     X = images(2, 96)
-    loaded = saved_and_loaded(baselines[name], tmp_path / f"{name}.keras")
-    np.testing.assert_allclose(loaded.predict(X, verbose=0), baselines[name].predict(X, verbose=0), rtol=1e-6)
+    loaded = saved_and_loaded(baseline_models[name], tmp_path / f"{name}.keras")
+    np.testing.assert_allclose(loaded.predict(X, verbose=0), baseline_models[name].predict(X, verbose=0), rtol=1e-6)
 
 
 @pytest.fixture

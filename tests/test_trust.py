@@ -18,6 +18,7 @@ from aebonet_lib.errors import AebonetError
 from aebonet_lib.evaluation import predict, trust
 from aebonet_lib.runs import training
 from aebonet_lib.runs.files import read_json
+from aebonet_lib.runs.modelfiles import load_model
 
 FLAGS = ["predicted", "predicted_raw", "out_of_range", "ood_score", "unlike_training", "flagged"]
 
@@ -90,12 +91,16 @@ def test_calibration_threshold_is_the_99th_percentile_of_the_training_scores(scr
     record = read_json(trust.trust_path(scratch_model))
     assert trust.trust_path(scratch_model).name == "model.trust.json"
     assert record["method"] == "features" and record["n"] == len(data.splits["train"])
-    scores = trust.score(scratch_model, data.X[data.splits["train"]])
-    assert np.percentile(scores, 99) == pytest.approx(1.0, rel=1e-5)  # scores are distances over the threshold
+    scores = trust.score(scratch_model, data.X[data.splits["train"]])  # the larger of two ratios to a threshold
     assert np.mean(trust.outside(scores)) <= 0.05
     arrays = trust.load_feature_arrays(scratch_model)
-    dims = record["features"]["dimensions"]
-    assert arrays["location"].shape == (dims,) and arrays["precision"].shape == (dims, dims)
+    features = trust.pooled_features(load_model(scratch_model)[0], data.X[data.splits["train"]])
+    distances = trust.feature_distances(features, arrays)
+    assert np.percentile(distances, 99) == pytest.approx(record["features"]["threshold"], rel=1e-3)
+    dims, kept = record["features"]["dimensions"], record["features"]["directions"]
+    assert arrays["location"].shape == (dims,) and arrays["components"].shape == (kept, dims)
+    assert arrays["precision"].shape == (kept, kept) and kept == max(2, record["n"] // 10) < dims
+    assert record["features"]["residual_threshold"] > 0
 
 
 def test_feature_distance_is_the_mahalanobis_distance():
@@ -103,7 +108,10 @@ def test_feature_distance_is_the_mahalanobis_distance():
     features = rng.normal(size=(500, 3)) * [1.0, 5.0, 0.2]
     fitted = trust.fit_feature_distance(features)
     distances = trust.feature_distances(np.array([[0.0, 5.0, 0.0], [0.0, 0.0, 1.0]]), fitted)
-    assert distances[0] == pytest.approx(1.0, rel=0.2) and distances[1] == pytest.approx(25.0, rel=0.2)
+    assert distances[0] == pytest.approx(1.0, rel=0.2)  # one SD along the widest direction
+    assert distances[1] > 10 * distances[0]  # five SDs along the narrowest (shrinkage pulls it below 25)
+    few = trust.fit_feature_distance(rng.normal(size=(40, 30)))
+    assert few["components"].shape == (4, 30) and few["precision"].shape == (4, 4)  # n / 10 directions
 
 
 def test_calibration_scores_a_fixed_sample_of_a_big_training_set(scratch_model, data, tmp_path, monkeypatch):

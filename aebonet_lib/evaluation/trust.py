@@ -32,6 +32,7 @@ MAX_CALIBRATION_IMAGES = 3000  # training images scored for the calibration, at 
 CALIBRATION_SEED = 0
 STD_FLOOR = 1e-6
 BATCH_SIZE = 64
+MIN_IMAGES_PER_DIMENSION = 10  # the feature distance keeps at most n_train / 10 principal directions
 MAX_FEATURE_DIMENSIONS = 512  # above this (wide encoders), only the last block's pooled features: a smaller covariance
 FLAG_COLUMNS = ("predicted_raw", "out_of_range", "ood_score", "unlike_training", "flagged")
 
@@ -128,11 +129,20 @@ def pooled_features(model: keras.Model, X: np.ndarray) -> np.ndarray:
 
 
 def fit_feature_distance(features: np.ndarray) -> dict[str, np.ndarray]:
-    """Return the training features' mean and inverse covariance (Ledoit-Wolf shrinkage, stable with few images)."""
+    """Return the training features' mean, principal directions and inverse covariance in them (Ledoit-Wolf).
+
+    With few training images for many features (n < 10 per dimension), only the top
+    n / 10 principal directions are kept: a covariance estimated from fewer images than
+    dimensions would call every new image far.
+    """
     from sklearn.covariance import LedoitWolf
 
-    fitted = LedoitWolf().fit(features.astype(np.float64))
-    return {"location": fitted.location_, "precision": fitted.precision_}
+    features = features.astype(np.float64)
+    mean = features.mean(axis=0)
+    keep = int(min(features.shape[1], max(2, len(features) // MIN_IMAGES_PER_DIMENSION)))
+    components = np.linalg.svd(features - mean, full_matrices=False)[2][:keep]
+    fitted = LedoitWolf().fit((features - mean) @ components.T)
+    return {"location": mean, "components": components, "precision": fitted.precision_}
 
 
 def feature_arrays_path(model_path: str | Path) -> Path:
@@ -161,8 +171,22 @@ def feature_distances(features: np.ndarray, fitted: dict) -> np.ndarray:
     never learned; the covariance makes the distance count directions the training
     images do not vary in, which a per-feature z-score misses.
     """
+    projected = (features.astype(np.float64) - fitted["location"]) @ fitted["components"].T
+    return np.einsum("ij,jk,ik->i", projected, fitted["precision"], projected)
+
+
+def residual_distances(features: np.ndarray, fitted: dict) -> np.ndarray:
+    """Return each image's squared distance from the kept principal directions (0 when all are kept)."""
     centred = features.astype(np.float64) - fitted["location"]
-    return np.einsum("ij,jk,ik->i", centred, fitted["precision"], centred)
+    return np.sum((centred - (centred @ fitted["components"].T) @ fitted["components"]) ** 2, axis=1)
+
+
+def feature_scores(features: np.ndarray, fitted: dict, record: dict) -> np.ndarray:
+    """Return each image's feature score over its threshold: Mahalanobis distance, and the residual when kept."""
+    scores = feature_distances(features, fitted) / record["threshold"]
+    if record.get("residual_threshold"):
+        scores = np.maximum(scores, residual_distances(features, fitted) / record["residual_threshold"])
+    return scores
 
 
 # Calibration on the training images
@@ -210,7 +234,10 @@ def calibrate(model_path: str | Path, X_train: np.ndarray, autoencoder_path: str
     fitted = fit_feature_distance(features)
     arrays = save_feature_arrays(model_path, fitted)
     record["features"] = {"arrays": arrays.name, "dimensions": int(features.shape[1]),
+                          "directions": int(len(fitted["components"])),
                           "threshold": float(np.percentile(feature_distances(features, fitted), percentile))}
+    if len(fitted["components"]) < features.shape[1]:  # few images: also how far off the kept directions
+        record["features"]["residual_threshold"] = float(np.percentile(residual_distances(features, fitted), percentile))
     if autoencoder_path is not None:
         copy = copy_autoencoder(autoencoder_path, model_path, meta["image_size"])
         errors = reconstruction_errors(load_model(copy)[0], X)
@@ -255,8 +282,7 @@ def calibrated_scores(record: dict, model_path: str | Path, X: np.ndarray, model
         raise AebonetError(f"{trust_path(model_path)}: a calibration of an older version; calibrate again "
                            "(trust.calibrate_run on the run's training split)")
     model = model if model is not None else load_model(model_path)[0]
-    fitted = load_feature_arrays(model_path)
-    scores = feature_distances(pooled_features(model, X), fitted) / record["features"]["threshold"]
+    scores = feature_scores(pooled_features(model, X), load_feature_arrays(model_path), record["features"])
     if "reconstruction" in record:
         limits = record["reconstruction"]
         autoencoder = load_model(Path(model_path).parent / limits["autoencoder"])[0]
