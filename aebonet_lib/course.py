@@ -53,7 +53,7 @@ def print_wrapped(text, width: int = 78) -> None:
         print(textwrap.fill(line, width, subsequent_indent="      "))
 
 
-def check(exercise: str, test) -> bool:
+def check(exercise: str, test) -> None:
     """Run an exercise's check: say it is right, say it is not done yet, or raise saying what is wrong.
 
     `test` is a function without arguments that calls the student's code and asserts on the result.
@@ -64,8 +64,7 @@ def check(exercise: str, test) -> bool:
         test()
     except NotImplementedError as err:
         print(f"Exercise {exercise}: not done yet ({err}). Fill in the ... and run this cell again.")
-        return False
+        return
     except AssertionError as err:
         raise AssertionError(f"Exercise {exercise}: not right yet: {err}") from None
     print(f"Exercise {exercise}: correct.")
-    return True
