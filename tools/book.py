@@ -50,9 +50,29 @@ def repo_url() -> str:
     return load_config()["repository"]["url"].rstrip("/")
 
 
+def chapter_number(source: Path) -> int | None:
+    """Return a chapter's number in the numbered part of _toc.yml (1, 2, ...), or None for other pages."""
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
+    for part in toc.get("parts", []):
+        if part.get("numbered"):
+            names = [entry["file"] for entry in part.get("chapters", [])]
+            name = f"{source.parent.name}/{source.stem}"   # also for the student edition's copies
+            return names.index(name) + 1 if name in names else None
+    return None
+
+
 def notebook_text(source: Path) -> str:
-    """Return the paired notebook of a MyST source as .ipynb text, without outputs."""
+    """Return the paired notebook of a MyST source as .ipynb text, without outputs.
+
+    The book numbers its chapters from _toc.yml; a notebook on Colab has no table of contents,
+    so its title gets the number written in ("# 3. Unsupervised pretraining").
+    """
     notebook = jupytext.read(source)
+    number = chapter_number(source)
+    for cell in notebook.cells:
+        if number and cell.cell_type == "markdown" and cell.source.startswith("# "):
+            cell.source = f"# {number}. {cell.source[2:]}"
+            break
     for number, cell in enumerate(notebook.cells):
         cell.id = f"cell-{number}"  # fixed ids: the same source always gives the same notebook
     notebook.metadata.pop("jupytext", None)
