@@ -14,36 +14,14 @@ import sys
 from pathlib import Path
 
 import pytest
-from markdown_it import MarkdownIt
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
 import book  # noqa: E402  (tools/book.py)
 
-GRADES = ("easy", "medium", "hard")
+GRADES = book.GRADES
 NUMBERED = [s for s in book.chapter_sources() if book.chapter_number(s)]
-
-
-def exercises(text: str) -> list[dict]:
-    """Return each {exercise} of a chapter in order: title, label, and the source up to the next one."""
-    tokens = [t for t in MarkdownIt("commonmark").parse(text) if t.type == "fence"]
-    lines = text.splitlines(keepends=True)
-    found = []
-    for token in tokens:
-        if token.info.startswith("{exercise}"):
-            label = next(line.split(":label:")[1].strip() for line in token.content.splitlines() if line.startswith(":label:"))
-            found.append({"title": token.info[len("{exercise}"):].strip(), "label": label, "start": token.map[0]})
-    for this, following in zip(found, found[1:] + [{"start": len(lines)}]):
-        this["body"] = "".join(lines[this["start"]:following["start"]])
-    return found
-
-
-def grade(title: str) -> str | None:
-    """Return the difficulty tag of an exercise title: easy, medium, hard, project or think."""
-    if title.startswith("Think!"):
-        return "think"
-    tag = re.search(r"\((easy|medium|hard|project)\b[^)]*\)\s*$", title)
-    return tag.group(1) if tag else None
+exercises, grade = book.exercises, book.grade_of
 
 
 @pytest.mark.parametrize("source", NUMBERED, ids=lambda p: p.stem)
