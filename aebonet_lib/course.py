@@ -53,6 +53,14 @@ def print_wrapped(text, width: int = 78) -> None:
         print(textwrap.fill(line, width, subsequent_indent="      "))
 
 
+def elapsed(start: float) -> str:
+    """Return the time since `start` (a time.perf_counter() value) in words: '17 seconds' or '4 minutes'."""
+    import time
+
+    seconds = time.perf_counter() - start
+    return f"{seconds:.0f} seconds" if seconds < 90 else f"{seconds / 60:.0f} minutes"
+
+
 def check(exercise: str, test) -> None:
     """Run an exercise's check: say it is right, say it is not done yet, or raise saying what is wrong.
 

@@ -3,8 +3,9 @@
 The prose is the Markdown outside code cells. A number in it must be one of:
 - a {glue} role (the value comes from a cell that computed it);
 - a constant in QUOTED below, each with its source (the paper, the RSNA challenge, a standard);
-- a year (1900-2039), a chapter, exercise, table, figure, equation or stage number, or a
-  numbered-list marker.
+- a year (1900-2039), a chapter, exercise, table, figure, equation or stage number, a
+  numbered-list marker, or the reading time of an objectives box ("about 30 minutes to read",
+  an editor's estimate; the run time beside it is glued).
 Numbers inside code spans, math and directive options are not prose.
 
 Typed numbers that were in the chapters before this test are listed in
@@ -88,6 +89,8 @@ def typed_numbers(source: Path) -> list[tuple[int, str, str]]:
             if value in QUOTED or (len(value) == 4 and value.isdigit() and 1900 <= int(value) < 2040):
                 continue
             if CONTEXT_OK.search(text[:match.start()]) or re.match(r"\.\d", text[match.end():]):
+                continue
+            if re.match(r"\s+minutes to read", text[match.end():]):   # an editor's reading-time estimate
                 continue
             found.append((number, value, " ".join(text.split())))
     return found
