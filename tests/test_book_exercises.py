@@ -83,3 +83,22 @@ def test_student_chapter_runs_and_says_what_is_not_done(tmp_path):
     graded = [e for e in exercises((ROOT / "book" / "ch1_reading.md").read_text()) if grade(e["title"]) in GRADES]
     for position in range(1, len(graded) + 1):
         assert f"Exercise 1.{position}: not done yet (Student exercise:" in outputs
+
+
+def test_grade_collects_what_the_checks_said(tmp_path, monkeypatch):
+    """tools/book.py grade runs a notebook with errors allowed and reads every check's verdict."""
+    import nbformat
+
+    notebook = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_code_cell('print("Exercise 9.1: correct.")'),
+        nbformat.v4.new_code_cell('raise AssertionError("Exercise 9.2: not right yet: expected 3, got 4")'),
+        nbformat.v4.new_code_cell('print("Exercise 9.3: not done yet (Student exercise: ...).")'),
+    ])
+    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    path = tmp_path / "returned.ipynb"
+    nbformat.write(notebook, path)
+    monkeypatch.chdir(tmp_path)
+    rows = book.grade([str(path)])
+    assert [(r["exercise"], r["status"]) for r in rows] == [
+        ("9.1", "correct"), ("9.2", "not right yet"), ("9.3", "not done yet")]
+    assert (tmp_path / "grades.csv").read_text().splitlines()[0] == "notebook,exercise,status"
