@@ -51,3 +51,10 @@ def test_check_says_right_not_done_or_wrong(capsys):
         assert 1 + 1 == 3, "expected 3"
     with pytest.raises(AssertionError, match="Exercise 1.3: not right yet: expected 3"):
         course.check("1.3", wrong)
+
+
+def test_elapsed_says_seconds_then_minutes():
+    import time
+
+    assert course.elapsed(time.perf_counter() - 17.2) == "17 seconds"
+    assert course.elapsed(time.perf_counter() - 300) == "5 minutes"
