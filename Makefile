@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: book test setup student sync browser clean
+.PHONY: book book-real test setup student sync browser clean
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -18,6 +18,13 @@ setup: $(STAMP)
 book: $(STAMP)
 	$(VENV)/bin/jupyter-book build . --keep-going
 	@echo "The book is at $(CURDIR)/_build/html/index.html"
+
+## Build the real-data edition: make book-real DATA=/path/to/rsna [PRESET=rsna-cpu]; into _build/real-PRESET.
+book-real: $(STAMP)
+	@test -n "$(DATA)" || { echo "usage: make book-real DATA=/path/to/rsna-bone-age [PRESET=rsna-cpu] (PRESET defaults to paper, a GPU's)"; exit 2; }
+	AEBONET_DATA="$(abspath $(DATA))" AEBONET_PRESET="$(PRESET)" $(VENV)/bin/jupyter-book build . \
+	  --path-output _build/real-$(or $(PRESET),paper) --keep-going
+	@echo "The real-data book is at $(CURDIR)/_build/real-$(or $(PRESET),paper)/_build/html/index.html"
 
 ## Build the student edition (solutions left out): _build/student/_build/html and _build/student/notebooks.
 student: $(STAMP)

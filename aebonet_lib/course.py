@@ -3,6 +3,10 @@
     DATA = os.environ.get("AEBONET_DATA", "phantom")   # or the folder holding the RSNA data
     config = course.config_for(DATA)                    # `cpu` on the phantom, `paper` on real data
     RUNS = course.runs_dir(DATA, config)                # models trained by one chapter, reused by the next
+
+Two more settings, both optional: AEBONET_PRESET picks another preset (`rsna-cpu` runs real data
+on a CPU), and AEBONET_RUNS puts the run folders elsewhere (on Colab: a folder on Google Drive).
+The exercises call `check` to tell a student whether an answer is right.
 """
 
 from __future__ import annotations
@@ -11,14 +15,20 @@ import os
 import textwrap
 from pathlib import Path
 
-from aebonet_lib.config import Config, get_config
+from aebonet_lib.config import PRESETS, Config, get_config
 from aebonet_lib.data.cache import cache_root
 from aebonet_lib.data.loading import is_phantom
+from aebonet_lib.errors import AebonetError
 
 
 def preset_for(source: str) -> str:
-    """Return the preset a chapter uses: 'cpu' on the phantom, 'paper' on real data."""
-    return "cpu" if is_phantom(str(source)) else "paper"
+    """Return the preset a chapter uses: $AEBONET_PRESET if set, else 'cpu' on the phantom, 'paper' on real data."""
+    name = os.environ.get("AEBONET_PRESET", "").strip()
+    if not name:
+        return "cpu" if is_phantom(str(source)) else "paper"
+    if name not in PRESETS:
+        raise AebonetError(f"AEBONET_PRESET={name!r} is not a preset: choose one of {', '.join(PRESETS)}")
+    return name
 
 
 def config_for(source: str, **overrides) -> Config:
@@ -41,3 +51,28 @@ def print_wrapped(text, width: int = 78) -> None:
     """Print text with its long lines wrapped (continuations indented), so that long messages fit the page."""
     for line in str(text).splitlines():
         print(textwrap.fill(line, width, subsequent_indent="      "))
+
+
+def elapsed(start: float) -> str:
+    """Return the time since `start` (a time.perf_counter() value) in words: '17 seconds' or '4 minutes'."""
+    import time
+
+    seconds = time.perf_counter() - start
+    return f"{seconds:.0f} seconds" if seconds < 90 else f"{seconds / 60:.0f} minutes"
+
+
+def check(exercise: str, test) -> None:
+    """Run an exercise's check: say it is right, say it is not done yet, or raise saying what is wrong.
+
+    `test` is a function without arguments that calls the student's code and asserts on the result.
+    A stub that still raises NotImplementedError is reported, not raised, so that a student
+    notebook runs from top to bottom before every exercise is done.
+    """
+    try:
+        test()
+    except NotImplementedError as err:
+        print(f"Exercise {exercise}: not done yet ({err}). Fill in the ... and run this cell again.")
+        return
+    except AssertionError as err:
+        raise AssertionError(f"Exercise {exercise}: not right yet: {err}") from None
+    print(f"Exercise {exercise}: correct.")

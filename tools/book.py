@@ -3,6 +3,8 @@
     python tools/book.py sync      # write book/*.ipynb (no outputs) from the MyST sources
     python tools/book.py check     # fail if a notebook or a Colab install line has drifted
     python tools/book.py student   # build the student edition into _build/student/
+    python tools/book.py exercises # list every exercise: number, difficulty, title
+    python tools/book.py grade NOTEBOOK...  # run returned notebooks; their check cells say what is right
 
 The MyST Markdown files in book/ are the sources. Each has a paired .ipynb without outputs,
 because Colab opens only real notebooks; `check` (run by the tests) fails when they drift.
@@ -23,7 +25,12 @@ import nbformat
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-INSTALL_LINE = re.compile(r'(%pip install -q "aebonet-lib @ git\+)([^"@]+)(@[^"]*")')
+# The Colab install line: the course from the repository of _config.yml, without its dependencies
+# (Colab already has TensorFlow, Keras, ipywidgets and the rest; upgrading them would force a
+# restart), plus the one package the chapters need that Colab lacks.
+INSTALL_LINE = re.compile(r'%pip install [^\n]*"aebonet-lib @ git\+[^\n]*')
+COLAB_EXTRAS = '"pydicom>=2.4"'
+
 # A solution from its {solution-start} fence to the closing fence of its {solution-end} directive.
 SOLUTION_BLOCK = re.compile(r"^(`{3,}|:{3,})\{solution-start\}.*?^\1\{solution-end\}[^\n]*\n(?:\1[ \t]*\n)?", re.M | re.S)
 # A {glue} role: its value exists only in an executed notebook, and the student edition is not executed.
@@ -50,9 +57,35 @@ def repo_url() -> str:
     return load_config()["repository"]["url"].rstrip("/")
 
 
+def install_line() -> str:
+    """Return the Colab install line every chapter runs: the course from _config.yml's repository and branch."""
+    branch = load_config()["repository"].get("branch", "main")
+    return f'%pip install -q --no-deps "aebonet-lib @ git+{repo_url()}@{branch}" {COLAB_EXTRAS}'
+
+
+def chapter_number(source: Path) -> int | None:
+    """Return a chapter's number in the numbered part of _toc.yml (1, 2, ...), or None for other pages."""
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
+    for part in toc.get("parts", []):
+        if part.get("numbered"):
+            names = [entry["file"] for entry in part.get("chapters", [])]
+            name = f"{source.parent.name}/{source.stem}"   # also for the student edition's copies
+            return names.index(name) + 1 if name in names else None
+    return None
+
+
 def notebook_text(source: Path) -> str:
-    """Return the paired notebook of a MyST source as .ipynb text, without outputs."""
+    """Return the paired notebook of a MyST source as .ipynb text, without outputs.
+
+    The book numbers its chapters from _toc.yml; a notebook on Colab has no table of contents,
+    so its title gets the number written in ("# 3. Unsupervised pretraining").
+    """
     notebook = jupytext.read(source)
+    number = chapter_number(source)
+    for cell in notebook.cells:
+        if number and cell.cell_type == "markdown" and cell.source.startswith("# "):
+            cell.source = f"# {number}. {cell.source[2:]}"
+            break
     for number, cell in enumerate(notebook.cells):
         cell.id = f"cell-{number}"  # fixed ids: the same source always gives the same notebook
     notebook.metadata.pop("jupytext", None)
@@ -63,7 +96,7 @@ def notebook_text(source: Path) -> str:
 
 def fixed_install_line(text: str) -> str:
     """Return a chapter's text with its Colab install line pointing at the configured repository."""
-    return INSTALL_LINE.sub(lambda m: f"{m.group(1)}{repo_url()}{m.group(3)}", text)
+    return INSTALL_LINE.sub(lambda m: install_line(), text)
 
 
 def sync() -> None:
@@ -88,11 +121,79 @@ def drift() -> list[str]:
             continue
         text = source.read_text()
         if fixed_install_line(text) != text:
-            problems.append(f"{source.relative_to(ROOT)}: Colab install line does not use {repo_url()}")
+            problems.append(f"{source.relative_to(ROOT)}: Colab install line is not `{install_line()}`")
         paired = source.with_suffix(".ipynb")
         if not paired.exists() or paired.read_text() != notebook_text(source):
             problems.append(f"{paired.relative_to(ROOT)}: out of date with {source.name}")
     return problems
+
+
+GRADES = ("easy", "medium", "hard")
+CHECK_LINE = re.compile(r"Exercise (\d+\.\d+): (correct|not done yet|not right yet)")
+
+
+def exercises(text: str) -> list[dict]:
+    """Return each {exercise} of a chapter's source in order: title, label, difficulty and its source text."""
+    from markdown_it import MarkdownIt
+
+    lines = text.splitlines(keepends=True)
+    found = []
+    for token in MarkdownIt("commonmark").parse(text):
+        if token.type == "fence" and token.info.startswith("{exercise}"):
+            label = next((line.split(":label:")[1].strip() for line in token.content.splitlines()
+                          if line.startswith(":label:")), "")
+            title = token.info[len("{exercise}"):].strip()
+            found.append({"title": title, "label": label, "grade": grade_of(title), "start": token.map[0]})
+    for this, following in zip(found, found[1:] + [{"start": len(lines)}]):
+        this["body"] = "".join(lines[this["start"]:following["start"]])
+    return found
+
+
+def grade_of(title: str) -> str | None:
+    """Return an exercise title's difficulty: easy, medium, hard, project, think, or None if untagged."""
+    if title.startswith("Think!"):
+        return "think"
+    tag = re.search(r"\((easy|medium|hard|project)\b[^)]*\)\s*$", title)
+    return tag.group(1) if tag else None
+
+
+def exercise_table() -> list[dict]:
+    """Return one row per exercise of the numbered chapters: number (3.2), label, title, difficulty."""
+    rows = []
+    for source in chapter_sources():
+        chapter = chapter_number(source)
+        if not chapter or not source.exists():
+            continue
+        for position, exercise in enumerate(exercises(source.read_text()), start=1):
+            title = re.sub(r"\s*\((easy|medium|hard|project)\b[^)]*\)\s*$", "", exercise["title"])
+            rows.append({"number": f"{chapter}.{position}", "label": exercise["label"],
+                         "title": title.removeprefix("Think! ") or title, "difficulty": exercise["grade"]})
+    return rows
+
+
+def grade(paths: list[str]) -> list[dict]:
+    """Run returned student notebooks and collect what each check cell said; write grades.csv."""
+    import csv
+
+    import nbclient
+
+    rows = []
+    for path in map(Path, paths):
+        notebook = nbformat.read(path, as_version=4)
+        client = nbclient.NotebookClient(notebook, timeout=3600, allow_errors=True,
+                                         resources={"metadata": {"path": str(path.parent.resolve())}})
+        client.execute()
+        said = []
+        for cell in notebook.cells:
+            for output in cell.get("outputs", []):
+                said.append(output.get("text", "") if output.get("output_type") == "stream" else output.get("evalue", ""))
+        for number, status in CHECK_LINE.findall("\n".join(said)):
+            rows.append({"notebook": path.name, "exercise": number, "status": status})
+    with open("grades.csv", "w", newline="") as out:
+        writer = csv.DictWriter(out, ["notebook", "exercise", "status"])
+        writer.writeheader()
+        writer.writerows(rows)
+    return rows
 
 
 def student_text(text: str) -> str:
@@ -153,6 +254,16 @@ def main(argv: list[str]) -> int:
         return 1 if problems else 0
     if command == "student":
         return student()
+    if command == "exercises":
+        for row in exercise_table():
+            print(f"{row['number']:>5}  {row['difficulty'] or '?':<8} {row['title']}  ({row['label']})")
+        return 0
+    if command == "grade":
+        rows = grade(argv[2:])
+        for row in rows:
+            print(f"{row['notebook']}  {row['exercise']:>5}  {row['status']}")
+        print(f"{sum(r['status'] == 'correct' for r in rows)} of {len(rows)} checks correct; table in grades.csv")
+        return 0
     print(__doc__)
     return 2
 

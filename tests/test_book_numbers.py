@@ -1,0 +1,147 @@
+"""Every number in a chapter's prose is computed: glued from a cell, or a quoted constant with a source.
+
+The prose is the Markdown outside code cells. A number in it must be one of:
+- a {glue} role (the value comes from a cell that computed it);
+- a constant in QUOTED below, each with its source (the paper, the RSNA challenge, a standard);
+- a year (1900-2039), a chapter, exercise, table, figure, equation or stage number, a
+  numbered-list marker, or the reading time of an objectives box ("about 30 minutes to read",
+  an editor's estimate; the run time beside it is glued).
+Numbers inside code spans, math and directive options are not prose.
+
+Typed numbers that were in the chapters before this test are listed in
+tests/book_numbers_pending.txt, one per line with the words around them; the list may only
+shrink: a number not in it fails, and an entry that no longer matches fails too.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+import pytest
+from markdown_it import MarkdownIt
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tools"))
+import book  # noqa: E402  (tools/book.py)
+
+PENDING = ROOT / "tests" / "book_numbers_pending.txt"
+PAPER = "Sirati-Amsheh et al. 2025 (../shared/PAPER.md)"
+RSNA = "Halabi et al., Radiology 2019 (the RSNA challenge)"
+QUOTED = {
+    "9.3": f"headline test MAE, months: {PAPER}",
+    "12,611": f"RSNA training images: {PAPER}; {RSNA}",
+    "10,088": f"training split: {PAPER}", "2,323": f"validation split: {PAPER}", "200": f"test split: {PAPER}",
+    "1,425": f"official validation images: {RSNA}",
+    "14,236": f"radiographs released in all (training, validation, test): {RSNA}",
+    "127.3": "mean bone age of the RSNA training labels, months (boneage-training-dataset.csv)",
+    "41.2": "SD of the RSNA training labels, months (boneage-training-dataset.csv)",
+    "54": "per cent boys among the RSNA training labels (boneage-training-dataset.csv)",
+    "5,778": f"girls: {PAPER}", "6,833": f"boys: {PAPER}", "718": f"most images of one age: {PAPER}",
+    "228": f"oldest bone age, months: {PAPER}",
+    "900": f"autoencoder epochs: {PAPER}",
+    "256": f"image size: {PAPER}", "450": f"Table 5's larger image size: {PAPER}",
+    "1024": f"bottleneck filters: {PAPER}", "1,024": f"bottleneck filters: {PAPER}",
+    "0.001": f"learning rate: {PAPER}", "0.0001": f"L2 factor: {PAPER}",
+    "14.78": f"Wibisono et al. 2019 in Table 4: {PAPER}", "9.997": f"Gao et al. 2020 in Table 4: {PAPER}",
+    "9.9": f"AE-BoNet at 450 px, Table 5: {PAPER}",
+    **{value: f"Table 2 (per-stage MSE, accuracy): {PAPER}" for value in (
+        "0.000206", "0.000172", "0.000166", "0.000156", "0.000148",
+        "0.4866", "0.6169", "0.6819", "0.6830", "0.6839")},
+    **{value: f"Table 2 (epochs of a pretraining stage): {PAPER}" for value in ("300", "150")},
+    **{value: f"Table 5 (MAE and MSE of the ImageNet backbones at 450 and 256 px): {PAPER}" for value in (
+        "14.7", "352.8", "16.1", "413.6", "15.8", "427.6", "19.1", "661.2", "13.6", "295.5",
+        "416.3", "12.5", "268.8", "12.9", "296.8", "161.1", "144.6")},
+    "8": f"autoencoder batch size: {PAPER}", "16": f"regressor batch size: {PAPER}",
+    "10": f"units of the head's Dense layer: {PAPER}",
+    "64": f"first block's filters: {PAPER}", "128": f"second block's filters: {PAPER}",
+    "512": f"fourth block's filters: {PAPER}",
+    "0": "zero: a definition (an interval that excludes 0, a label 0 for girls), not a measurement",
+    "1": "one: a definition (Dense(1), a label 1 for boys), not a measurement",
+    "95": "the confidence level of every interval in the course, a convention",
+}
+CONTEXT_OK = re.compile(r"(?:[Cc]hapters?|[Ee]xercises?|[Tt]ables?|[Ff]igures?|[Ee]quations?|[Ss]tages?|TW|Keras|Python|"
+                        r"Jupyter Book)\s+(?:\d+(?:\s+and|\s+to|,)\s+)*$")
+NUMBER = re.compile(r"(?<![\w.\-+/])[-+−]?\d+(?:[,.]\d+)*(?![\w])")
+
+
+def prose_lines(text: str) -> list[tuple[int, str]]:
+    """Return (line number, text) of the lines outside code cells and literal code blocks."""
+    hidden = set()
+    for token in MarkdownIt("commonmark").parse(text):
+        if token.type in ("fence", "code_block") and token.map and (
+                token.info.startswith("{code-cell}") or not token.info.startswith("{")):
+            hidden.update(range(token.map[0], token.map[1]))
+    front = text.split("\n---\n", 1)[0].count("\n") + 2 if text.startswith("---") else 0
+    return [(i + 1, line) for i, line in enumerate(text.splitlines()) if i not in hidden and i >= front]
+
+
+def strip_non_prose(line: str) -> str:
+    """Blank out what is not prose: glue and other roles, code spans, math, link targets, directive lines."""
+    line = re.sub(r"\{[\w:-]+\}`[^`]*`", " ", line)
+    line = re.sub(r"`[^`]*`", " ", line)
+    line = re.sub(r"\$\$.*?\$\$|\$[^$]*\$", " ", line)
+    line = re.sub(r"\]\([^)]*\)", "]", line)
+    line = re.sub(r"^\s*:\w+:.*", " ", line)
+    line = re.sub(r"^\s*(?:[`:]{3,}.*|\(\S+\)=\s*)$", " ", line)
+    return re.sub(r"^\s*\d+\.\s", " ", line)            # an ordered list's marker
+
+
+def typed_numbers(source: Path) -> list[tuple[int, str, str]]:
+    """Return (line, number, the line's prose) for each number a chapter's prose types."""
+    found = []
+    for number, line in prose_lines(source.read_text()):
+        text = strip_non_prose(line)
+        for match in NUMBER.finditer(text):
+            value = match.group(0).lstrip("+-−")
+            if value in QUOTED or (len(value) == 4 and value.isdigit() and 1900 <= int(value) < 2040):
+                continue
+            if CONTEXT_OK.search(text[:match.start()]) or re.match(r"\.\d", text[match.end():]):
+                continue
+            if re.match(r"\s+minutes to read", text[match.end():]):   # an editor's reading-time estimate
+                continue
+            found.append((number, value, " ".join(text.split())))
+    return found
+
+
+def pending_entries() -> set[tuple[str, str, str]]:
+    """Return the (chapter, number, prose) entries of the pending list."""
+    entries = set()
+    for line in PENDING.read_text().splitlines() if PENDING.exists() else []:
+        if line.strip() and not line.startswith("#"):
+            chapter, number, prose = line.split("\t", 2)
+            entries.add((chapter, number, prose))
+    return entries
+
+
+CHAPTERS = [s for s in book.chapter_sources() if book.chapter_number(s)]
+
+
+@pytest.mark.parametrize("source", CHAPTERS, ids=lambda p: p.stem)
+def test_prose_numbers_are_glued_or_quoted(source):
+    pending = pending_entries()
+    new = [(line, number, prose) for line, number, prose in typed_numbers(source)
+           if (source.stem, number, prose) not in pending]
+    assert not new, (f"{source.name}: numbers typed in prose; compute them in a cell and glue them "
+                     "({glue:text}`name`), or quote a sourced constant in tests/test_book_numbers.py:\n"
+                     + "\n".join(f"  line {line}: {number!r} in: {prose[:140]}" for line, number, prose in new))
+
+
+def test_pending_list_only_shrinks():
+    current = {(s.stem, number, prose) for s in CHAPTERS for _, number, prose in typed_numbers(s)}
+    stale = sorted(pending_entries() - current)
+    assert not stale, ("these entries of tests/book_numbers_pending.txt no longer occur; delete them:\n"
+                       + "\n".join("\t".join(e)[:160] for e in stale[:20]))
+
+
+def test_quoted_constants_have_sources():
+    assert all(source.strip() for source in QUOTED.values())
+
+
+if __name__ == "__main__":   # python tests/test_book_numbers.py > tests/book_numbers_pending.txt
+    print("# Numbers still typed in the chapters' prose, to be glued from cells: chapter<TAB>number<TAB>prose.")
+    print("# The list may only shrink (tests/test_book_numbers.py).")
+    for source in CHAPTERS:
+        for entry in sorted({(source.stem, number, prose) for _, number, prose in typed_numbers(source)}):
+            print("\t".join(entry))
