@@ -73,11 +73,34 @@ def load_training_data(args: argparse.Namespace, config):
                      split_kind=config.split_kind, skip_bad=args.skip_bad, phantom_n=config.phantom_n)
 
 
+def check_out(args: argparse.Namespace, kind: str) -> bool:
+    """Refuse an --out holding another run, on the process that writes it; return False on a non-chief worker.
+
+    With --distribute multiworker only the chief (task 0) writes --out; the others train
+    in a temporary folder, so --out (on a shared disk, maybe the chief's) is not theirs to check.
+    """
+    from aebonet_lib.runs import checkpoints, devices
+
+    if not devices.is_chief(args.distribute):
+        return False
+    checkpoints.check_run_dir(args.out, args.resume, kind)
+    return True
+
+
+def worker_done(args: argparse.Namespace) -> int:
+    """Say that a non-chief worker has finished, and where the chief wrote the run."""
+    from aebonet_lib.runs import devices
+
+    task_type, index = devices.worker_task()
+    print(f"{task_type} {index} finished; the chief writes the run folder {args.out} on its machine")
+    return 0
+
+
 def run_pretrain(args: argparse.Namespace) -> int:
     """Pretrain the autoencoder in stages, writing RUN/encoder.keras."""
     from aebonet_lib.runs import checkpoints, training
 
-    checkpoints.check_run_dir(args.out, args.resume, "pretrain")
+    chief = check_out(args, "pretrain")
     if args.resume and checkpoints.run_finished(args.out):
         print(f"{args.out}: this pretraining run has already finished; nothing to do")
         return 0
@@ -85,6 +108,8 @@ def run_pretrain(args: argparse.Namespace) -> int:
     data = load_training_data(args, config)
     run_dir = training.pretrain(data, config, args.out, num_epochs=args.epochs, resume=args.resume,
                                 distribute=args.distribute, command=command_line())
+    if not chief:
+        return worker_done(args)
     print(f"wrote {run_dir / 'encoder.keras'} (stages: {run_dir / 'stages.csv'})")
     return 0
 
@@ -93,7 +118,7 @@ def run_train(args: argparse.Namespace) -> int:
     """Fine-tune a regressor, writing RUN/model.keras."""
     from aebonet_lib.runs import checkpoints, modelfiles, training
 
-    checkpoints.check_run_dir(args.out, args.resume, "train")
+    chief = check_out(args, "train")
     if args.resume and checkpoints.run_finished(args.out):
         print(f"{args.out}: this training run has already finished; nothing to do")
         return 0
@@ -104,6 +129,8 @@ def run_train(args: argparse.Namespace) -> int:
     run_dir = training.train(data, config, args.out, backbone=backbone, encoder=args.encoder, weights=args.weights,
                              sex_input=args.sex_input, num_epochs=args.epochs, resume=args.resume,
                              distribute=args.distribute, freeze_epochs=args.freeze_epochs, command=command_line())
+    if not chief:
+        return worker_done(args)
     meta = modelfiles.read_model_meta(run_dir / "model.keras")
     kept = (f"the last epoch, {meta['epochs_done']}" if meta.get("keep") == "last"
             else f"the best epoch, {meta['best_epoch']}")

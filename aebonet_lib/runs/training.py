@@ -37,9 +37,11 @@ from aebonet_lib.runs.checkpoints import (
 )
 from aebonet_lib.runs.devices import (
     build_scope,
+    check_resume,
     get_strategy,
     resolve_precision,
     set_seeds,
+    worker_run_dir,
 )
 from aebonet_lib.runs.modelfiles import load_model, read_model_meta, save_model
 from aebonet_lib.runs.records import RunRecord, read_record, write_record
@@ -82,7 +84,7 @@ def make_datasets(data: BoneAgeData, config: Config, target: str, strategy: tf.d
     resumed run sees the batches of the uninterrupted one (checkpoints.StreamEpoch sets e).
     The batch size is global: each of several replicas gets its share. With several
     replicas a last partial batch is dropped, since a replica left with no image breaks
-    BatchNormalization.
+    BatchNormalization, and validation batches are cut to fit a small split (`validation_batch_size`).
     """
     batch_size = config.ae_batch_size if target == "image" else config.reg_batch_size
     drop_remainder = strategy.num_replicas_in_sync > 1
@@ -90,9 +92,21 @@ def make_datasets(data: BoneAgeData, config: Config, target: str, strategy: tf.d
     train_data = pipeline.make_tf_dataset(data, "train", batch_size, target=target, sex_input=sex_input, shuffle=True,
                                           augment=config.augment, seed=config.seed, drop_remainder=drop_remainder,
                                           epoch=epoch)
-    val_data = pipeline.make_tf_dataset(data, "val", batch_size, target=target, sex_input=sex_input, shuffle=False,
+    val_size = validation_batch_size(batch_size, len(pipeline.usable_indices(data, "val", target, sex_input)),
+                                     strategy.num_replicas_in_sync)
+    val_data = pipeline.make_tf_dataset(data, "val", val_size, target=target, sex_input=sex_input, shuffle=False,
                                         drop_remainder=drop_remainder)
     return train_data, val_data, epoch
+
+
+def validation_batch_size(batch_size: int, num_images: int, replicas: int) -> int:
+    """Return the validation batch size: with several replicas, at most the images of the split's whole batches.
+
+    Full batches only are kept then, and a split smaller than one batch would give none.
+    """
+    if replicas == 1:
+        return batch_size
+    return max(replicas, min(batch_size, num_images // replicas * replicas))
 
 
 def recorded_source(source: str) -> str:
@@ -127,17 +141,16 @@ def new_autoencoder(config: Config) -> keras.Model:
     return model
 
 
-def open_run(run_dir: Path, data: BoneAgeData, record: RunRecord, distribute: str) -> tuple:
+def open_run(run_dir: Path, data: BoneAgeData, record: RunRecord, strategy: tf.distribute.Strategy) -> tuple:
     """Check the data against the run's config, reload or build its model, write config.json and pin its splits.
 
-    Returns (config, model, strategy, data), the data restricted to the run's saved splits.
+    Returns (config, model, data), the data restricted to the run's saved splits.
     """
     config = record.config
     check_image_size(data, config)
-    strategy = get_strategy(distribute)
     model = latest_or_new_model(run_dir, config, strategy, record)
     write_record(run_dir, record)
-    return config, model, strategy, use_run_splits(data, run_dir)
+    return config, model, use_run_splits(data, run_dir)
 
 
 def pretrain(data: BoneAgeData, config: Config, run_dir: str | Path, num_epochs: int | None = None,
@@ -149,18 +162,28 @@ def pretrain(data: BoneAgeData, config: Config, run_dir: str | Path, num_epochs:
     Writes config.json, splits/, history.csv, stages.csv, logs/ (TensorBoard),
     checkpoint/ and finally autoencoder.keras and encoder.keras. With `resume=True`
     an interrupted run continues from its last finished epoch, with the config it was
-    started with; on a finished run it does nothing. With multiworker, give every
-    worker its own local `run_dir`: the chief's (task 0) is the result.
+    started with; on a finished run it does nothing. With `distribute="multiworker"`
+    (TF_CONFIG set on every worker) give every worker the same `run_dir`: only the
+    chief (task 0) writes it; the others write to a temporary folder removed at the end.
     """
-    run_dir = Path(run_dir)
+    check_resume(resume, distribute)
+    strategy = get_strategy(distribute)  # first: a multi-worker strategy must exist before TensorFlow runs any op
+    with worker_run_dir(Path(run_dir), distribute) as folder:
+        pretrain_in(folder, data, config, num_epochs, resume, strategy, progress, command)
+    return Path(run_dir)
+
+
+def pretrain_in(run_dir: Path, data: BoneAgeData, config: Config, num_epochs: int | None, resume: bool, strategy,
+                progress: bool, command: str | None) -> None:
+    """Pretrain in run_dir on the given strategy: `pretrain` once the folder this process writes is known."""
     check_run_dir(run_dir, resume, "pretrain")
     record = read_record(run_dir) or RunRecord("pretrain", resolve_precision(config), recorded_source(data.source),
                                                command, plan=stage_epochs(config.ae_stages, num_epochs))
     if run_finished(run_dir):
-        return run_dir
-    config, model, strategy, data = open_run(run_dir, data, record, distribute)
+        return
+    config, model, data = open_run(run_dir, data, record, strategy)
     fit_stages(model, data, config, run_dir, record.plan, strategy, progress)
-    return finish_pretrain(model, data, config, run_dir)
+    finish_pretrain(model, data, config, run_dir)
 
 
 def fit_stages(model: keras.Model, data: BoneAgeData, config: Config, run_dir: Path, plan: list[int], strategy,
@@ -333,17 +356,19 @@ def train(data: BoneAgeData, config: Config, run_dir: str | Path, backbone: str 
     frozen for that many epochs first, then fine-tuned with a fresh optimizer.
     model.keras holds the weights of the epoch with the lowest validation MAE, not
     the last one; model.json beside it says how to preprocess images for it.
-    Resumes like `pretrain`.
+    Resumes like `pretrain`, and runs on several workers like it: only the chief writes `run_dir`.
     """
-    run_dir = Path(run_dir)
-    check_run_dir(run_dir, resume, "train")
-    record = read_record(run_dir) or train_record(data, resolve_precision(config), backbone, encoder, weights, sex_input, num_epochs,
-                                                  freeze_epochs, command)
-    if run_finished(run_dir):
-        return run_dir
-    config, model, strategy, data = open_run(run_dir, data, record, distribute)
-    fit_phases(model, data, config, run_dir, record, strategy, progress)
-    return finish_train(model, data, config, run_dir, record)
+    check_resume(resume, distribute)
+    strategy = get_strategy(distribute)  # first: a multi-worker strategy must exist before TensorFlow runs any op
+    with worker_run_dir(Path(run_dir), distribute) as folder:
+        check_run_dir(folder, resume, "train")
+        record = read_record(folder) or train_record(data, resolve_precision(config), backbone, encoder, weights,
+                                                     sex_input, num_epochs, freeze_epochs, command)
+        if not run_finished(folder):
+            config, model, data = open_run(folder, data, record, strategy)
+            fit_phases(model, data, config, folder, record, strategy, progress)
+            finish_train(model, data, config, folder, record)
+    return Path(run_dir)
 
 
 def fit_phases(model: keras.Model, data: BoneAgeData, config: Config, run_dir: Path, record: RunRecord, strategy,
