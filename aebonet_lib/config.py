@@ -79,8 +79,9 @@ class Config:
 
     def check(self) -> None:
         """Raise AebonetError when a field is out of range."""
-        if self.image_size < 32 or self.image_size % 16:
-            raise AebonetError(f"image_size {self.image_size}: must be a multiple of 16 and at least 32 (four 2x poolings)")
+        if self.image_size < 32:
+            raise AebonetError(f"image_size {self.image_size}: must be at least 32 (four 2x poolings; sizes such as "
+                               "450 are padded to a multiple of 16, paper.CHOICES)")
         if not 0 < self.width <= 4:
             raise AebonetError(f"width {self.width}: must be in (0, 4]")
         if self.decoder not in DECODERS:

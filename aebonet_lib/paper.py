@@ -62,7 +62,7 @@ CHOICES = [
     ("kept regressor", "not given", "the epoch with the best validation MAE (presets may keep the last)", "standard model selection; the rsna-cpu preset keeps the last so val stays a test set"),
     ("stages", "five stages; whether anything was reset between them is not said", "one optimizer carried through all five stages", "nothing in the paper suggests a reset"),
     ("preprocessing", "'resizing and normalization'", "resize to fit, pad to square, pixels in [0, 1]", "keeps the hand's proportions; chapter 2 shows the alternatives"),
-    ("450 px", "used for Table 5; 450 is not divisible by 16", "every image size a multiple of 16 (450 px is refused for now)", "four 2x poolings need sizes divisible by 16"),
+    ("450 px", "used for Table 5; 450 is not divisible by 16", "pad with zeros at the bottom and right to the next multiple of 16 (464) in the encoder; the decoder crops back", "four 2x poolings need sizes divisible by 16; zeros are the background"),
     ("batch-norm momentum", "not given", "0.99 (Keras's default) in the paper preset, 0.9 in short CPU presets", "moving statistics must settle within a short run"),
     ("output scale", "Dense(1, linear) on months", "off in the paper preset; CPU presets learn age in SD units", "makes short runs converge"),
 ]
@@ -78,11 +78,18 @@ def conv_block(x, filters: int, name: str, momentum: float):
     return layers.BatchNormalization(momentum=momentum, name=f"{name}_bn")(x)
 
 
+def padding(image_size: int, blocks: int = len(ENCODER_FILTERS)) -> int:
+    """Return the pixels to add so that the size halves evenly in every block (450 px: 14, to 464)."""
+    return -image_size % 2 ** blocks
+
+
 def build_encoder(config: Config) -> keras.Model:
     """Return the encoder: four conv-ReLU-BN-pool blocks (64-512 filters), then a 1024-filter bottleneck (chapter 3)."""
     *block_filters, bottleneck = config.scaled_filters()
     image = keras.Input((config.image_size, config.image_size, 1), name="image")
     x = image
+    if pad := padding(config.image_size, len(block_filters)):  # our choice: zero-pad sizes such as 450 px
+        x = layers.ZeroPadding2D(((0, pad), (0, pad)), name="pad")(x)
     for i, filters in enumerate(block_filters, start=1):
         x = conv_block(x, filters, f"enc{i}", config.bn_momentum)
         x = layers.MaxPooling2D(2, name=f"enc{i}_pool")(x)  # our choice: 2x2 max pooling
@@ -106,11 +113,14 @@ def decoder_block(x, filters: int, name: str, config: Config):
 def build_decoder(config: Config) -> keras.Model:
     """Return the symmetric decoder: four 2x-upsampling blocks (512-64 filters), then a sigmoid Conv2D(1) (chapter 3)."""
     *block_filters, bottleneck = config.scaled_filters()
-    side = config.image_size // 2 ** len(block_filters)
+    pad = padding(config.image_size, len(block_filters))
+    side = (config.image_size + pad) // 2 ** len(block_filters)
     code = keras.Input((side, side, bottleneck), name="code")
     x = code
     for i, filters in enumerate(reversed(block_filters), start=1):
         x = decoder_block(x, filters, f"dec{i}", config)
+    if pad:
+        x = layers.Cropping2D(((0, pad), (0, pad)), name="crop")(x)
     reconstruction = layers.Conv2D(1, 3, padding="same", activation="sigmoid", dtype="float32",
                                    name="reconstruction")(x)  # Table 1: sigmoid output
     return keras.Model(code, reconstruction, name="decoder")

@@ -446,3 +446,17 @@ def test_mixed_bfloat16_computes_in_bf16_and_outputs_float32(bfloat16_policy):
     assert regressor({"image": X, "sex": np.ones((4, 1), "float32")}).dtype == "float32"
     history = autoencoder.fit(X, X, epochs=1, verbose=0)
     assert np.isfinite(history.history["loss"][0]) and np.isfinite(history.history["ssim"][0])
+
+
+def test_450_pixels_as_in_table_5_pads_to_464_in_the_encoder_and_crops_back():
+    config = get_config("cpu", image_size=450, width=0.0625)
+    autoencoder = paper.build_autoencoder(config)
+    assert paper.padding(450) == 14 and paper.padding(256) == 0
+    assert autoencoder.input_shape == (None, 450, 450, 1) and autoencoder.output_shape == (None, 450, 450, 1)
+    assert autoencoder.get_layer("encoder").output_shape[1:3] == (29, 29)  # 464 / 16
+    regressor = paper.build_regressor(paper.encoder_of(autoencoder), config)
+    age = regressor(np.zeros((1, 450, 450, 1), np.float32))
+    assert age.shape == (1, 1)
+    assert "pad" not in [layer.name for layer in paper.build_encoder(TINY).layers]  # 32 px: nothing added
+    baseline = baselines.build_baseline("mobilenet", config, weights=None)
+    assert baseline.input_shape == (None, 450, 450, 1)
