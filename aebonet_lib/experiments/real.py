@@ -184,7 +184,12 @@ def real_experiment(source: str | os.PathLike, out_dir: str | os.PathLike, prese
         return out_dir
     phantom_model = phantom_run(config, out_dir / "runs" / "phantom", cache_root)
     log(f"phantom-trained AE-BoNet: {phantom_model}")
-    rsna_results.collect(out_dir / "runs", out_dir / "results", read_json(out_dir / "provenance.json"))
+    from aebonet_lib import phantom
+
+    collected_with = {"command": command or " ".join(sys.argv), "commit": git_commit(),
+                      "phantom_version": phantom.source_digest()}  # the trust report and the phantom model
+    rsna_results.collect(out_dir / "runs", out_dir / "results",
+                         read_json(out_dir / "provenance.json") | {"collected_with": collected_with})
     real_model = out_dir / "runs" / rsna_results.main_run(protocol.PRETRAINED) / "model.keras"
     ensure_calibrated(real_model, data, pretrain_dir / "encoder.keras")
     trust_report(real_model, phantom_model, data, config, cache_root, out_dir / "results" / "trust.csv")
