@@ -55,7 +55,7 @@ CHOICES = [
     # (topic, what the paper says, what we chose, why)
     ("kernel size", "not given", "3x3, 'same' padding", "the usual choice in U-Net-style autoencoders; keeps sizes exact"),
     ("pooling", "'pooling layer', type and size not given", "2x2 max pooling", "halves the size per block, as four blocks to a 16x16 code imply"),
-    ("ReLU and batch norm", "both named, order not given", "convolution, ReLU, then batch norm", "one common reading; chapter 3 can swap it"),
+    ("ReLU and batch norm", "both named, order not given", "convolution, ReLU, then batch norm", "one common reading; the paper lists ReLU with the convolutions"),
     ("1024 filters", "five filter counts for four blocks", "a 1024-filter bottleneck convolution after the fourth block", "the only reading with four pooling blocks"),
     ("decoder upsampling", "'down- and upsampling' only", "2x upsampling, then convolution", "mirrors the encoder; chapter 7 compares transposed convolutions"),
     ("regressor epochs", "not given (Figure 3 settles after about ten)", f"{REG_NUM_EPOCHS} in the paper preset", "long enough for the curves to settle"),
