@@ -91,6 +91,7 @@ def test_calibration_threshold_is_the_99th_percentile_of_the_training_scores(scr
     record = read_json(trust.trust_path(scratch_model))
     assert trust.trust_path(scratch_model).name == "model.trust.json"
     assert record["method"] == "features" and record["n"] == len(data.splits["train"])
+    assert trust.is_current(record) and record["format"] == trust.CALIBRATION_FORMAT
     scores = trust.score(scratch_model, data.X[data.splits["train"]])  # the larger of two ratios to a threshold
     assert np.mean(trust.outside(scores)) <= 0.05
     arrays = trust.load_feature_arrays(scratch_model)

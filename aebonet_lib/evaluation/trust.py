@@ -32,6 +32,7 @@ MAX_CALIBRATION_IMAGES = 3000  # training images scored for the calibration, at 
 CALIBRATION_SEED = 0
 STD_FLOOR = 1e-6
 BATCH_SIZE = 64
+CALIBRATION_FORMAT = 2  # 2: feature distance in principal directions, with the reconstruction error beside it
 MIN_IMAGES_PER_DIMENSION = 10  # the feature distance keeps at most n_train / 10 principal directions
 MAX_FEATURE_DIMENSIONS = 512  # above this (wide encoders), only the last block's pooled features: a smaller covariance
 FLAG_COLUMNS = ("predicted_raw", "out_of_range", "ood_score", "unlike_training", "flagged")
@@ -229,7 +230,8 @@ def calibrate(model_path: str | Path, X_train: np.ndarray, autoencoder_path: str
     if len(X) < 2:
         raise AebonetError(f"{model_path}: {len(X)} training images to calibrate on; give the run's training split")
     record = {"percentile": float(percentile), "n": int(len(X)), "n_train": int(len(X_train)),
-              "seed": CALIBRATION_SEED, "image_size": meta["image_size"], "method": "features"}
+              "seed": CALIBRATION_SEED, "image_size": meta["image_size"], "method": "features",
+              "format": CALIBRATION_FORMAT}
     features = pooled_features(load_model(model_path)[0], X)
     fitted = fit_feature_distance(features)
     arrays = save_feature_arrays(model_path, fitted)
@@ -266,6 +268,11 @@ def calibrate_run(model_path: str | Path, data: BoneAgeData, encoder_path: str |
 # Scoring and flagging new images
 
 
+def is_current(record: dict | None) -> bool:
+    """Return True for a calibration record of this version's format."""
+    return record is not None and record.get("format") == CALIBRATION_FORMAT
+
+
 def score(model_path: str | Path, X: np.ndarray, male: np.ndarray | None = None,
           model: keras.Model | None = None) -> np.ndarray | None:
     """Return the images' out-of-distribution scores (above 1: unlike the training images), or None without a calibration.
@@ -278,7 +285,7 @@ def score(model_path: str | Path, X: np.ndarray, male: np.ndarray | None = None,
 
 def calibrated_scores(record: dict, model_path: str | Path, X: np.ndarray, model: keras.Model | None) -> np.ndarray:
     """Return each image's largest score relative to its threshold: feature distance, and reconstruction error if calibrated."""
-    if "features" not in record:
+    if not is_current(record):
         raise AebonetError(f"{trust_path(model_path)}: a calibration of an older version; calibrate again "
                            "(trust.calibrate_run on the run's training split)")
     model = model if model is not None else load_model(model_path)[0]

@@ -214,8 +214,7 @@ def phantom_run(config: Config, runs_dir: Path, cache_root=None) -> Path:
 
 def ensure_calibrated(model_path: Path, data: BoneAgeData, encoder: Path | None) -> None:
     """Calibrate a model's out-of-distribution thresholds on its training split unless it has a current calibration."""
-    record = trust.read_calibration(model_path)
-    if record is None or "features" not in record:
+    if not trust.is_current(trust.read_calibration(model_path)):
         trust.calibrate_run(model_path, training.use_run_splits(data, model_path.parent), encoder)
 
 
