@@ -181,44 +181,36 @@ def finite_or_none(value) -> float | None:
     return value if np.isfinite(value) else None
 
 
-class ResumableReduceLR(keras.callbacks.ReduceLROnPlateau):
-    """ReduceLROnPlateau whose counters survive a resume: saved at each epoch end, restored when training begins."""
+class ResumableCounters:
+    """Mix into a Keras callback: its counters are saved at each epoch end and restored when training begins."""
+
+    FIELDS: tuple[str, ...] = ()
+
+    def __init__(self, *args, saved: dict | None = None, **kwargs):
+        """Take the callback's arguments and the counters saved by an interrupted run."""
+        super().__init__(*args, **kwargs)
+        self.saved = saved or {}
+
+    def on_train_begin(self, logs=None):
+        """Reset as Keras does, then put the saved counters back."""
+        super().on_train_begin(logs)
+        restore_counters(self, self.saved)
+
+    def counters(self) -> dict:
+        """Return the counters to save."""
+        return {field: finite_or_none(getattr(self, field)) for field in self.FIELDS}
+
+
+class ResumableReduceLR(ResumableCounters, keras.callbacks.ReduceLROnPlateau):
+    """ReduceLROnPlateau whose counters survive a resume."""
 
     FIELDS = ("wait", "best", "cooldown_counter")
 
-    def __init__(self, *args, saved: dict | None = None, **kwargs):
-        """Take ReduceLROnPlateau's arguments and the counters saved by an interrupted run."""
-        super().__init__(*args, **kwargs)
-        self.saved = saved or {}
 
-    def on_train_begin(self, logs=None):
-        """Reset as Keras does, then put the saved counters back."""
-        super().on_train_begin(logs)
-        restore_counters(self, self.saved)
-
-    def counters(self) -> dict:
-        """Return the counters to save."""
-        return {field: finite_or_none(getattr(self, field)) for field in self.FIELDS}
-
-
-class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
+class ResumableEarlyStopping(ResumableCounters, keras.callbacks.EarlyStopping):
     """EarlyStopping whose patience counter and best value survive a resume."""
 
     FIELDS = ("wait", "best", "best_epoch", "stopped_epoch")
-
-    def __init__(self, *args, saved: dict | None = None, **kwargs):
-        """Take EarlyStopping's arguments and the counters saved by an interrupted run."""
-        super().__init__(*args, **kwargs)
-        self.saved = saved or {}
-
-    def on_train_begin(self, logs=None):
-        """Reset as Keras does, then put the saved counters back."""
-        super().on_train_begin(logs)
-        restore_counters(self, self.saved)
-
-    def counters(self) -> dict:
-        """Return the counters to save."""
-        return {field: finite_or_none(getattr(self, field)) for field in self.FIELDS}
 
 
 def restore_counters(callback, saved: dict) -> None:
