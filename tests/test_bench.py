@@ -199,10 +199,10 @@ def test_run_rows_say_what_was_run(tiny_run):
 
 
 def test_a_failed_measurement_becomes_a_row():
-    bad_case = plans.TrainCase("autoencoder", 33, 0.125, "upsample_conv", "fp32", False, batch_size=2, steps=1)
+    bad_case = plans.TrainCase("autoencoder", 16, 0.125, "upsample_conv", "fp32", False, batch_size=2, steps=1)
     good, bad = measure.run_job(measure.Job("training", "a group", lambda: measure.measure_training([TINY_CASE, bad_case])))
     assert "error" not in good and good["images_per_s"] > 0
-    assert bad["label"] == measure.case_label(bad_case) and "image_size 33" in bad["error"]
+    assert bad["label"] == measure.case_label(bad_case) and "image_size 16" in bad["error"]
     broken, = measure.run_job(measure.Job("demo", "broken", lambda: 1 / 0))
     assert broken["label"] == "broken" and broken["error"].startswith("ZeroDivisionError")
 
