@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import keras
 from keras import layers
@@ -23,8 +23,22 @@ from keras import layers
 from aebonet_lib.errors import AebonetError
 from aebonet_lib.models.measures import reconstruction_metrics
 
-if TYPE_CHECKING:  # the presets in config.py are built from this module's numbers
-    from aebonet_lib.config import Config
+
+class Settings(Protocol):
+    """What the recipe reads from a preset (a config.Config, whose numbers come from this module)."""
+
+    image_size: int
+    bn_momentum: float
+    decoder: str
+    dense_units: int
+    l2: float
+    scale_output: bool
+    ae_lr: float
+    reg_lr: float
+    jit: bool
+
+    def scaled_filters(self) -> tuple[int, ...]:
+        """Return the filter counts of the four blocks and the bottleneck after the width multiplier."""
 
 # ---------------------------------------------------------------------------
 # What the paper states
@@ -83,7 +97,7 @@ def padding(image_size: int, blocks: int = len(ENCODER_FILTERS)) -> int:
     return -image_size % 2 ** blocks
 
 
-def build_encoder(config: Config) -> keras.Model:
+def build_encoder(config: Settings) -> keras.Model:
     """Return the encoder: four conv-ReLU-BN-pool blocks (64-512 filters), then a 1024-filter bottleneck (chapter 3)."""
     *block_filters, bottleneck = config.scaled_filters()
     image = keras.Input((config.image_size, config.image_size, 1), name="image")
@@ -97,7 +111,7 @@ def build_encoder(config: Config) -> keras.Model:
     return keras.Model(image, code, name="encoder")
 
 
-def decoder_block(x, filters: int, name: str, config: Config):
+def decoder_block(x, filters: int, name: str, config: Settings):
     """Double the resolution and convolve, in the order config.decoder names (config.DECODERS)."""
     if config.decoder == "upsample_conv":  # our choice: upsample, then convolve (48.5 GFLOP at 256 px)
         x = layers.UpSampling2D(2, name=f"{name}_up")(x)
@@ -110,7 +124,7 @@ def decoder_block(x, filters: int, name: str, config: Config):
     return layers.BatchNormalization(momentum=config.bn_momentum, name=f"{name}_bn")(x)
 
 
-def build_decoder(config: Config) -> keras.Model:
+def build_decoder(config: Settings) -> keras.Model:
     """Return the symmetric decoder: four 2x-upsampling blocks (512-64 filters), then a sigmoid Conv2D(1) (chapter 3)."""
     *block_filters, bottleneck = config.scaled_filters()
     pad = padding(config.image_size, len(block_filters))
@@ -126,7 +140,7 @@ def build_decoder(config: Config) -> keras.Model:
     return keras.Model(code, reconstruction, name="decoder")
 
 
-def build_autoencoder(config: Config) -> keras.Model:
+def build_autoencoder(config: Settings) -> keras.Model:
     """Return the autoencoder (not compiled): image -> nested "encoder" -> nested "decoder" -> image (chapter 3)."""
     image = keras.Input((config.image_size, config.image_size, 1), name="image")
     reconstruction = build_decoder(config)(build_encoder(config)(image))
@@ -138,7 +152,7 @@ def encoder_of(autoencoder: keras.Model) -> keras.Model:
     return autoencoder.get_layer("encoder")
 
 
-def compile_autoencoder(model: keras.Model, config: Config) -> keras.Model:
+def compile_autoencoder(model: keras.Model, config: Settings) -> keras.Model:
     """Compile the autoencoder as Table 1 does: MSE loss, Adam(config.ae_lr), "accuracy" (plus PSNR, SSIM)."""
     model.compile(optimizer=keras.optimizers.Adam(config.ae_lr), loss="mse",
                   metrics=reconstruction_metrics(), jit_compile=config.jit)
@@ -170,7 +184,7 @@ def pretrain_autoencoder(autoencoder: keras.Model, train_data, val_data, plan=AE
 # The regressor (Table 3)
 
 
-def check_output_scale(config: Config, y_mean: float, y_std: float) -> tuple[float, float]:
+def check_output_scale(config: Settings, y_mean: float, y_std: float) -> tuple[float, float]:
     """Return y_mean and y_std as plain floats, refusing a scale that cannot map outputs to months."""
     y_mean, y_std = float(y_mean), float(y_std)
     if config.scale_output and not (math.isfinite(y_mean) and math.isfinite(y_std) and y_std > 0):
@@ -179,14 +193,14 @@ def check_output_scale(config: Config, y_mean: float, y_std: float) -> tuple[flo
     return y_mean, y_std
 
 
-def regressor_inputs(config: Config, sex_input: bool) -> tuple:
+def regressor_inputs(config: Settings, sex_input: bool) -> tuple:
     """Return the image input and, when asked, the sex input (0 girl, 1 boy; the paper has none)."""
     image = keras.Input((config.image_size, config.image_size, 1), name="image")
     sex = keras.Input((1,), name="sex") if sex_input else None
     return image, sex
 
 
-def add_head(features, config: Config, sex=None, y_mean: float = 0.0, y_std: float = 1.0):
+def add_head(features, config: Settings, sex=None, y_mean: float = 0.0, y_std: float = 1.0):
     """Return bone age in months from a feature map: GAP, Flatten, [sex], BN, Dense(10, ReLU, L2), Dense(1)."""
     x = layers.GlobalAveragePooling2D(name="head_gap")(features)
     x = layers.Flatten(name="head_flatten")(x)
@@ -207,7 +221,7 @@ def regressor_model(image, sex, age, name: str) -> keras.Model:
     return keras.Model(inputs, age, name=name)
 
 
-def build_regressor(encoder: keras.Model, config: Config, sex_input: bool = False,
+def build_regressor(encoder: keras.Model, config: Settings, sex_input: bool = False,
                     y_mean: float = 0.0, y_std: float = 1.0, name: str = "aebonet") -> keras.Model:
     """Return AE-BoNet (not compiled): the pretrained encoder, then the bone age head (chapter 4).
 
@@ -225,13 +239,13 @@ def build_regressor(encoder: keras.Model, config: Config, sex_input: bool = Fals
     return regressor_model(image, sex, add_head(encoder(image), config, sex, y_mean, y_std), name)
 
 
-def build_scratch_regressor(config: Config, sex_input: bool = False,
+def build_scratch_regressor(config: Settings, sex_input: bool = False,
                             y_mean: float = 0.0, y_std: float = 1.0) -> keras.Model:
     """Return the from-scratch control: AE-BoNet with a freshly initialized encoder, the test of the paper's claim."""
     return build_regressor(build_encoder(config), config, sex_input, y_mean, y_std, name="scratch")
 
 
-def compile_regressor(model: keras.Model, config: Config) -> keras.Model:
+def compile_regressor(model: keras.Model, config: Settings) -> keras.Model:
     """Compile a regressor as Table 3 does: MSE loss, Adam(config.reg_lr), MAE in months as "mae"; return it."""
     model.compile(optimizer=keras.optimizers.Adam(config.reg_lr), loss="mse",
                   metrics=[keras.metrics.MeanAbsoluteError(name="mae")], jit_compile=config.jit)

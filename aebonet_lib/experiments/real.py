@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from aebonet_lib import phantom
 from aebonet_lib.config import Config, get_config
 from aebonet_lib.data.loading import BoneAgeData, load_data
 from aebonet_lib.errors import AebonetError
@@ -184,8 +185,6 @@ def real_experiment(source: str | os.PathLike, out_dir: str | os.PathLike, prese
         return out_dir
     phantom_model = phantom_run(config, out_dir / "runs" / "phantom", cache_root)
     log(f"phantom-trained AE-BoNet: {phantom_model}")
-    from aebonet_lib import phantom
-
     collected_with = {"command": command or " ".join(sys.argv), "commit": git_commit(),
                       "phantom_version": phantom.source_digest()}  # the trust report and the phantom model
     rsna_results.collect(out_dir / "runs", out_dir / "results",
