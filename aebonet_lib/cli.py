@@ -132,10 +132,9 @@ def run_train(args: argparse.Namespace) -> int:
     if not chief:
         return worker_done(args)
     meta = modelfiles.read_model_meta(run_dir / "model.keras")
-    kept = (f"the last epoch, {meta['epochs_done']}" if meta.get("keep") == "last"
-            else f"the best epoch, {meta['best_epoch']}")
-    print(f"wrote {run_dir / 'model.keras'} (kept {kept}; best validation MAE {meta['best_val_mae']:.2f} months "
-          f"at epoch {meta['best_epoch']})")
+    kept = f"the last epoch, {meta.epochs_done}" if meta.keep == "last" else f"the best epoch, {meta.best_epoch}"
+    print(f"wrote {run_dir / 'model.keras'} (kept {kept}; best validation MAE {meta.best_val_mae:.2f} months "
+          f"at epoch {meta.best_epoch})")
     return 0
 
 

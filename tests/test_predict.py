@@ -120,7 +120,8 @@ def test_evaluate_refuses_other_preprocessing(model_path, data):
 
 def test_evaluate_refuses_an_encoder(tmp_path, data, config):
     encoder = paper.build_encoder(config)
-    path = modelfiles.save_model(encoder, tmp_path / "encoder.keras", {"kind": "encoder"})
+    meta = modelfiles.ModelMeta("encoder", data.params, config, source=data.source, seed=data.seed)
+    path = modelfiles.save_model(encoder, tmp_path / "encoder.keras", meta)
     with pytest.raises(AebonetError, match="not a bone age regressor"):
         predict.evaluate(path, data, progress=False)
 

@@ -147,7 +147,7 @@ def test_the_rsna_cpu_model_ships_with_the_rsna_attribution():
 
     assert "rsna-cpu" in predict.shipped_models()
     meta = modelfiles.read_model_meta(predict.resolve_model("rsna-cpu"))
-    assert "Halabi" in meta["attribution"] and "non-commercial" in meta["attribution"]
+    assert "Halabi" in meta.notes["attribution"] and "non-commercial" in meta.notes["attribution"]
     assert (predict.resolve_model("rsna-cpu").with_suffix(".trust.json")).is_file()
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import shutil
 import subprocess
@@ -92,7 +93,7 @@ def test_stages_csv_has_one_row_per_stage(pretrained):
 def test_pretrained_encoder_reconstructs_better_than_untrained(pretrained, data):
     autoencoder, meta = modelfiles.load_model(pretrained / "autoencoder.keras")
     x = data.images("val")
-    untrained = training.new_autoencoder(Config.from_dict(meta["config"]))
+    untrained = training.new_autoencoder(meta.config)
     error = np.mean((np.asarray(autoencoder(x)) - x) ** 2)
     assert error < np.mean((np.asarray(untrained(x)) - x) ** 2)
 
@@ -117,7 +118,7 @@ def test_train_keeps_the_epoch_with_the_best_validation_mae(trained, data):
     history = pd.read_csv(trained / "history.csv")
     meta = read_json(trained / "model.json")
     assert list(history["epoch"]) == [0, 1]
-    assert meta["best_epoch"] == int(history["val_mae"].idxmin()) + 1
+    assert meta.best_epoch == int(history["val_mae"].idxmin()) + 1
     model, _ = modelfiles.load_model(trained / "model.keras")
     val = data.splits["val"]
     mae = np.mean(np.abs(predict_arrays(model, data.X[val]) - data.y[val]))
@@ -125,10 +126,25 @@ def test_train_keeps_the_epoch_with_the_best_validation_mae(trained, data):
 
 
 def test_model_json_says_how_to_use_the_model(trained, data):
-    meta = read_json(trained / "model.json")
-    assert meta["kind"] == "regressor" and meta["backbone"] == "aebonet" and meta["sex_input"] is False
-    assert meta["image_size"] == 32 and meta["params"]["image_size"] == 32
-    assert meta["y_mean"] == pytest.approx(float(np.mean(data.y[data.splits["train"]])), rel=1e-5)
+    raw = read_json(trained / "model.json")
+    assert raw["kind"] == "regressor" and raw["image_size"] == 32 and raw["data"]["seed"] == data.seed
+    meta = modelfiles.read_model_meta(trained / "model.keras")
+    assert meta.kind == "regressor" and meta.backbone == "aebonet" and meta.sex_input is False
+    assert meta.image_size == 32 and meta.params.image_size == 32 and meta.config.image_size == 32
+    assert meta.y_mean == pytest.approx(float(np.mean(data.y[data.splits["train"]])), rel=1e-5)
+    assert meta.source == data.source and meta.seed == data.seed and meta.notes == {}
+
+
+def test_model_meta_is_typed_and_round_trips_unknown_keys(trained, tmp_path):
+    meta = modelfiles.read_model_meta(trained / "model.keras")
+    again = modelfiles.ModelMeta.from_dict(meta.to_dict() | {"attribution": "cite us"})
+    assert dataclasses.replace(again, notes={}) == meta and again.notes == {"attribution": "cite us"}
+    assert isinstance(meta.config, Config) and isinstance(meta.best_epoch, int)
+    bad = tmp_path / "bad.keras"
+    shutil.copyfile(trained / "model.keras", bad)
+    bad.with_suffix(".json").write_text(json.dumps(meta.to_dict() | {"kind": "painting"}))
+    with pytest.raises(AebonetError, match="bad.json: model sidecar of kind 'painting'"):
+        modelfiles.read_model_meta(bad)
 
 
 def test_save_and_load_give_identical_predictions(trained, data, tmp_path):
@@ -137,7 +153,7 @@ def test_save_and_load_give_identical_predictions(trained, data, tmp_path):
     again, meta_again = modelfiles.load_model(path)
     x = data.images("test")
     np.testing.assert_array_equal(np.asarray(model(x)), np.asarray(again(x)))
-    assert meta_again["backbone"] == "aebonet"
+    assert meta_again == meta and meta_again.backbone == "aebonet"
 
 
 def test_missing_encoder_file_is_refused_before_anything_is_written(data, config, tmp_path):

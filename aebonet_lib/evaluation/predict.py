@@ -16,14 +16,13 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from aebonet_lib.config import Config
 from aebonet_lib.data import imagefiles, loading, splits
 from aebonet_lib.data.loading import BoneAgeData
 from aebonet_lib.data.preprocess import PreprocessParams, to_float, to_uint8
 from aebonet_lib.errors import AebonetError
 from aebonet_lib.evaluation import metrics, trust
 from aebonet_lib.runs.files import atomic_write, write_json
-from aebonet_lib.runs.modelfiles import load_model, read_model_meta
+from aebonet_lib.runs.modelfiles import ModelMeta, load_model, read_model_meta
 from aebonet_lib.runs.records import read_record
 
 SPLITS = ("train", "val", "test", "all")
@@ -54,17 +53,17 @@ def is_shipped(model_path: Path) -> bool:
     return PRETRAINED_DIR.resolve() in Path(model_path).resolve().parents
 
 
-def load_regressor(model_path: str | Path) -> tuple[keras.Model, dict]:
+def load_regressor(model_path: str | Path) -> tuple[keras.Model, ModelMeta]:
     """Load a regressor written by `training.train` (RUN/model.keras) with its model.json."""
     check_regressor(model_path)
     return load_model(model_path)
 
 
-def check_regressor(model_path: str | Path) -> dict:
+def check_regressor(model_path: str | Path) -> ModelMeta:
     """Return the model's sidecar, refusing an encoder or an autoencoder where a regressor is needed."""
     meta = read_model_meta(model_path)
-    if meta.get("kind") != "regressor":
-        raise AebonetError(f"{model_path}: holds a model of kind {meta.get('kind')!r}, not a bone age regressor; "
+    if meta.kind != "regressor":
+        raise AebonetError(f"{model_path}: holds a model of kind {meta.kind!r}, not a bone age regressor; "
                            "give RUN/model.keras written by `aebonet train`")
     return meta
 
@@ -78,9 +77,8 @@ def load_data_for_model(model_path: str | Path, source: str | None = None, skip_
     """
     model_path = resolve_model(model_path)
     meta = check_regressor(model_path)
-    config = Config.from_dict(meta["config"])
-    params = PreprocessParams.from_dict(meta["params"])
-    seed = meta.get("data", {}).get("seed", config.seed)  # the data's seed, which experiments keep fixed across runs
+    config, params = meta.config, meta.params
+    seed = config.seed if meta.seed is None else meta.seed  # the data's seed, which experiments keep fixed across runs
     return loading.load_data(source or training_data(model_path), params.image_size, seed=seed, split=config.split,
                               split_kind=config.split_kind, skip_bad=skip_bad, cache_root=cache_root,
                               clahe=params.clahe, normalize=params.normalize, phantom_n=config.phantom_n,
@@ -92,7 +90,7 @@ def recorded_data(model_path: str | Path) -> str | None:
     record = read_record(Path(model_path).parent)
     if record is not None:
         return record.data
-    return read_model_meta(model_path).get("data", {}).get("source")
+    return read_model_meta(model_path).source
 
 
 def training_data(model_path: str | Path) -> str:
@@ -106,9 +104,9 @@ def training_data(model_path: str | Path) -> str:
     return source
 
 
-def check_same_preprocessing(data: BoneAgeData, meta: dict, model_path) -> None:
+def check_same_preprocessing(data: BoneAgeData, meta: ModelMeta, model_path) -> None:
     """Refuse data prepared differently from the model's training images."""
-    expected = PreprocessParams.from_dict(meta["params"])
+    expected = meta.params
     if data.params != expected:
         raise AebonetError(f"{model_path}: trained on images prepared as {expected} but the data are {data.params}; "
                            "load them with predict.load_data_for_model")
@@ -152,8 +150,8 @@ def other_phantom(model_path: str | Path, source: str | None, data: BoneAgeData)
     if not (loading.is_phantom(source) and loading.is_phantom(data.source)):
         return False
     meta = read_model_meta(model_path)
-    n = loading.phantom_count(source, Config.from_dict(meta["config"]).phantom_n)
-    return len(data) != n or data.seed != meta.get("data", {}).get("seed", data.seed)
+    n = loading.phantom_count(source, meta.config.phantom_n)
+    return len(data) != n or (meta.seed is not None and data.seed != meta.seed)
 
 
 def predict_arrays(model: keras.Model, X: np.ndarray, male: np.ndarray | None = None, batch_size: int = 64,
@@ -209,7 +207,7 @@ def evaluate(model_path: str | Path, data: BoneAgeData, split: str = "test", out
         raise AebonetError(f"split {split!r} of {data.source}: {len(index)} images, {int(np.isnan(y).sum())} without a "
                            "bone age; evaluation needs labelled images")
     X = data.X[index]
-    y_hat = predict_arrays(model, X, male if meta["sex_input"] else None, progress=progress)
+    y_hat = predict_arrays(model, X, male if meta.sex_input else None, progress=progress)
     flags = trust.flag(model_path, X, y_hat, male, model=model)
     result = (metrics.summarize(y, flags["predicted"].to_numpy(), n_boot=n_boot, seed=seed)
               | {"split": split, "model": str(model_path), "data": data.source} | trust.flag_counts(flags))
@@ -236,7 +234,7 @@ def format_metrics(result: dict) -> str:
 
 def sex_array(sex: str | None, n: int, meta: dict, model_path) -> np.ndarray | None:
     """Return the sex input (1.0 boy, 0.0 girl) for `n` images, or None for a model without one."""
-    if not meta["sex_input"]:
+    if not meta.sex_input:
         return None
     if sex is None:
         raise AebonetError(f"{model_path}: this model was trained with the child's sex as an input; "
@@ -270,7 +268,7 @@ def predict_images(model_path: str | Path, paths: list, sex: str | None = None, 
     model, meta = load_regressor(model_path)
     files = imagefiles.list_images(paths)
     male = sex_array(sex, len(files), meta, model_path)
-    X = read_inputs(files, PreprocessParams.from_dict(meta["params"]), progress)
+    X = read_inputs(files, meta.params, progress)
     flags = trust.flag(model_path, X, predict_arrays(model, X, male), male, model=model)
     y_hat = flags["predicted"].to_numpy()
     table = pd.DataFrame({"file": [str(f) for f in files], "bone_age_months": np.round(y_hat, 1),

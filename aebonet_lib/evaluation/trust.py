@@ -25,7 +25,7 @@ from aebonet_lib.data.loading import BoneAgeData
 from aebonet_lib.data.preprocess import to_float
 from aebonet_lib.errors import AebonetError
 from aebonet_lib.runs.files import atomic_path, read_json, write_json
-from aebonet_lib.runs.modelfiles import load_model, read_model_meta
+from aebonet_lib.runs.modelfiles import load_model, read_model_meta, write_model_meta
 
 AGE_RANGE = (0.0, 240.0)  # months: birth to 20 years, the span of the RSNA labels
 MAX_CALIBRATION_IMAGES = 3000  # training images scored for the calibration, at most
@@ -204,14 +204,14 @@ def sample_index(n: int, most: int | None = None, seed: int = CALIBRATION_SEED) 
 def copy_autoencoder(autoencoder_path: str | Path, model_path: str | Path, image_size: int) -> Path:
     """Copy a pretraining autoencoder (and its sidecar) beside the model, atomically; return the copy's path."""
     meta = read_model_meta(autoencoder_path)
-    if meta.get("kind") != "autoencoder" or meta.get("image_size") != image_size:
+    if meta.kind != "autoencoder" or meta.image_size != image_size:
         raise AebonetError(f"{autoencoder_path}: not an autoencoder of {image_size} px images (kind "
-                           f"{meta.get('kind')!r}, {meta.get('image_size')} px); give RUN/autoencoder.keras of the "
+                           f"{meta.kind!r}, {meta.image_size} px); give RUN/autoencoder.keras of the "
                            "pretraining run whose encoder the model uses")
     target = autoencoder_copy(model_path)
     with atomic_path(target) as tmp:
         shutil.copyfile(autoencoder_path, tmp)
-    write_json(target.with_suffix(".json"), meta)
+    write_model_meta(target, meta)
     return target
 
 
@@ -230,7 +230,7 @@ def calibrate(model_path: str | Path, X_train: np.ndarray, autoencoder_path: str
     if len(X) < 2:
         raise AebonetError(f"{model_path}: {len(X)} training images to calibrate on; give the run's training split")
     record = {"percentile": float(percentile), "n": int(len(X)), "n_train": int(len(X_train)),
-              "seed": CALIBRATION_SEED, "image_size": meta["image_size"], "method": "features",
+              "seed": CALIBRATION_SEED, "image_size": meta.image_size, "method": "features",
               "format": CALIBRATION_FORMAT}
     features = pooled_features(load_model(model_path)[0], X)
     fitted = fit_feature_distance(features)
@@ -241,7 +241,7 @@ def calibrate(model_path: str | Path, X_train: np.ndarray, autoencoder_path: str
     if len(fitted["components"]) < features.shape[1]:  # few images: also how far off the kept directions
         record["features"]["residual_threshold"] = float(np.percentile(residual_distances(features, fitted), percentile))
     if autoencoder_path is not None:
-        copy = copy_autoencoder(autoencoder_path, model_path, meta["image_size"])
+        copy = copy_autoencoder(autoencoder_path, model_path, meta.image_size)
         errors = reconstruction_errors(load_model(copy)[0], X)
         record["method"] = "reconstruction+features"
         record["reconstruction"] = {"autoencoder": copy.name, "autoencoder_source": str(autoencoder_path),

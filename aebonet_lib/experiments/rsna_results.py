@@ -31,6 +31,8 @@ from aebonet_lib.errors import AebonetError
 from aebonet_lib.evaluation import metrics
 from aebonet_lib.experiments import protocol
 from aebonet_lib.runs.files import atomic_write, read_json, write_json
+from aebonet_lib.runs.modelfiles import read_model_meta, write_model_meta
+from aebonet_lib.runs.records import read_record
 
 SHIPPED = Path(str(resources.files("aebonet_lib") / "results" / "rsna-cpu"))
 SPLITS = ("test", "val")
@@ -63,17 +65,16 @@ class RealResults:
 
 def run_row(run_dir: Path, runs_dir: Path) -> dict:
     """Return one run's row: what it trained and its test and val metrics with their intervals."""
-    record, meta = read_json(run_dir / "config.json"), read_json(run_dir / "model.json")
+    record, meta = read_record(run_dir), read_model_meta(run_dir / "model.keras")
     name = str(run_dir.relative_to(runs_dir))
     group, seed, arm = name.split("/")
-    config = record["config"]
     n_labels = len((run_dir / "splits" / "train.txt").read_text().split())
     row = {"run": name, "group": group, "arm": arm, "seed": int(seed.split("-")[1]),
            "fraction": float(group.split("-")[1]) if group.startswith("labels-") else 1.0,
-           "sex_input": record["sex_input"], "augment": config["augment"], "n_labels": n_labels,
-           "epochs": record["num_epochs"], "steps": record["num_epochs"] * -(-n_labels // config["reg_batch_size"]),
-           "wall_seconds": read_json(run_dir / "wall_time.json")["seconds"], "y_mean": record["y_mean"],
-           "best_val_epoch": meta.get("best_epoch")}
+           "sex_input": record.sex_input, "augment": record.config.augment, "n_labels": n_labels,
+           "epochs": record.num_epochs, "steps": record.num_epochs * -(-n_labels // record.config.reg_batch_size),
+           "wall_seconds": read_json(run_dir / "wall_time.json")["seconds"], "y_mean": record.y_mean,
+           "best_val_epoch": meta.best_epoch}
     for split in SPLITS:
         result = read_json(run_dir / split / "metrics.json")
         row |= {f"{split}_n": result["n"], f"{split}_mae": result["mae"], f"{split}_mae_low": result["mae_ci95"][0],
@@ -305,12 +306,13 @@ def ship_model(run_dir: str | Path, name: str = "rsna-cpu") -> Path:
     for file in SHIPPED_MODEL_FILES:
         if (run_dir / file).is_file():
             shutil.copyfile(run_dir / file, dest / file)
-    meta = read_json(run_dir / "model.json") | {
+    meta = read_model_meta(run_dir / "model.keras")
+    meta.notes |= {
         "name": name, "trained_on": "RSNA Pediatric Bone Age training set (paper's random split, train part)",
         "attribution": f"Trained on RSNA challenge data; cite {RSNA_CITATION}. Use under the RSNA challenge's terms "
                        "(non-commercial research and education, with attribution).",
         "results": "aebonet_lib/results/rsna-cpu", "run": run_dir.name}
-    write_json(dest / "model.json", meta)
+    write_model_meta(dest / "model.keras", meta)
     return dest / "model.keras"
 
 

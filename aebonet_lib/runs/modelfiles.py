@@ -1,34 +1,91 @@
 """Model files: save a Keras model with a JSON sidecar saying how to use it, and read both back (chapters 4, 6).
 
-A model file RUN/NAME.keras always has RUN/NAME.json beside it (its kind, image size,
-preprocessing, Config and, for a regressor, its output scale); `training`, `predict` and
-`trust` read and write models only through these three functions.
+A model file RUN/NAME.keras always has RUN/NAME.json beside it: a `ModelMeta` (its kind,
+image size, preprocessing, Config, the data it was trained on and, for a regressor, its
+output scale and kept epoch). The sidecar is written and read here only.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import zipfile
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import keras
 
+from aebonet_lib.config import Config
+from aebonet_lib.data.preprocess import PreprocessParams
 from aebonet_lib.errors import AebonetError
 from aebonet_lib.runs.files import atomic_path, read_json, write_json
 
+KINDS = ("autoencoder", "encoder", "regressor")
 
-def save_model(model: keras.Model, path: str | Path, meta: dict) -> Path:
-    """Save a model in the .keras format, atomically, with a JSON sidecar (same name, .json) saying how to use it."""
+
+@dataclass
+class ModelMeta:
+    """Hold what a saved model needs to be used: kind, preprocessing, recipe, training data; a regressor's scale."""
+
+    kind: str  # autoencoder, encoder or regressor
+    params: PreprocessParams  # how an image becomes an input (its size included)
+    config: Config  # the recipe it was trained with
+    source: str | None = None  # the data it was trained on: phantom[:N] or a folder
+    seed: int | None = None  # the data's seed (the phantom draw and the split)
+    backbone: str | None = None  # regressor: aebonet, scratch or a baseline
+    sex_input: bool = False  # regressor: takes the child's sex as a second input
+    y_mean: float = 0.0  # regressor: the training ages' mean and SD (months) the output is scaled by
+    y_std: float = 1.0
+    keep: str | None = None  # regressor: which epoch was kept, "best" or "last"
+    best_epoch: int | None = None  # regressor: the epoch with the best validation MAE, and that MAE
+    best_val_mae: float | None = None
+    epochs_done: int | None = None
+    keras_version: str = keras.__version__
+    notes: dict = field(default_factory=dict)  # anything else, such as a shipped model's attribution
+
+    @property
+    def image_size(self) -> int:
+        """Return the input size in pixels."""
+        return self.params.image_size
+
+    def to_dict(self) -> dict:
+        """Return the sidecar as NAME.json holds it."""
+        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        notes, data = fields.pop("notes"), {"source": fields.pop("source"), "seed": fields.pop("seed")}
+        return {**notes, **fields, "image_size": self.image_size, "params": self.params.to_dict(),
+                "config": self.config.to_dict(), "data": data}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelMeta":
+        """Rebuild a sidecar from NAME.json's dict; keys this version does not know are kept in `notes`."""
+        if d.get("kind") not in KINDS:
+            raise AebonetError(f"model sidecar of kind {d.get('kind')!r}: expected one of {', '.join(KINDS)}")
+        known = {f.name for f in dataclasses.fields(cls)} - {"notes", "source", "seed"}
+        derived = {"image_size", "data", "params", "config"}
+        data = d.get("data") or {}
+        return cls(**{k: v for k, v in d.items() if k in known - {"params", "config"}},
+                   params=PreprocessParams.from_dict(d["params"]), config=Config.from_dict(d["config"]),
+                   source=data.get("source"), seed=data.get("seed"),
+                   notes={k: v for k, v in d.items() if k not in known | derived})
+
+
+def save_model(model: keras.Model, path: str | Path, meta: ModelMeta) -> Path:
+    """Save a model in the .keras format, atomically, with its sidecar (same name, .json)."""
     path = Path(path)
     if path.suffix != ".keras":
         raise AebonetError(f"{path}: a model file name must end in .keras")
     with atomic_path(path) as tmp:
         model.save(tmp)
-    write_json(path.with_suffix(".json"), {**meta, "keras_version": keras.__version__})
+    write_model_meta(path, meta)
     return path
 
 
-def read_model_meta(path: str | Path) -> dict:
-    """Return the JSON sidecar of a model file written by `save_model`."""
+def write_model_meta(path: str | Path, meta: ModelMeta) -> None:
+    """Write the sidecar of the model file `path` (NAME.json beside NAME.keras), atomically."""
+    write_json(Path(path).with_suffix(".json"), dataclasses.replace(meta, keras_version=keras.__version__).to_dict())
+
+
+def read_model_meta(path: str | Path) -> ModelMeta:
+    """Return the sidecar of a model file written by `save_model`."""
     path = Path(path)
     if not path.is_file():
         raise AebonetError(f"{path}: model file not found; give a .keras file written by aebonet "
@@ -39,10 +96,16 @@ def read_model_meta(path: str | Path) -> dict:
     if not path.with_suffix(".json").is_file():
         raise AebonetError(f"{path}: no {path.with_suffix('.json').name} beside it; "
                            "expected a model written by aebonet, which saves one")
-    return read_json(path.with_suffix(".json"))
+    try:
+        return ModelMeta.from_dict(read_json(path.with_suffix(".json")))
+    except AebonetError as e:
+        raise AebonetError(f"{path.with_suffix('.json')}: {e}") from None
+    except (KeyError, TypeError, ValueError) as e:
+        raise AebonetError(f"{path.with_suffix('.json')}: not a model sidecar written by aebonet ({e}); "
+                           "save the model again with aebonet") from None
 
 
-def load_model(path: str | Path) -> tuple[keras.Model, dict]:
+def load_model(path: str | Path) -> tuple[keras.Model, ModelMeta]:
     """Load a model saved by `save_model` in Keras's safe mode; return it with its sidecar."""
     meta = read_model_meta(path)
     try:

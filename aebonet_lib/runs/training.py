@@ -29,7 +29,6 @@ from aebonet_lib.runs.checkpoints import (
     load_checkpoint,
     make_callbacks,
     mark_finished,
-    read_record,
     read_state,
     run_finished,
     truncate_history,
@@ -43,7 +42,7 @@ from aebonet_lib.runs.devices import (
     set_seeds,
     worker_run_dir,
 )
-from aebonet_lib.runs.modelfiles import load_model, read_model_meta, save_model
+from aebonet_lib.runs.modelfiles import ModelMeta, load_model, read_model_meta, save_model
 from aebonet_lib.runs.records import RunRecord, read_record, write_record
 
 
@@ -114,10 +113,9 @@ def recorded_source(source: str) -> str:
     return source if is_phantom(source) else str(Path(source).resolve())
 
 
-def data_meta(data: BoneAgeData, config: Config) -> dict:
-    """Return what a saved model needs to read new images: size, preprocessing and the Config."""
-    return {"image_size": config.image_size, "params": data.params.to_dict(), "config": config.to_dict(),
-            "data": {"source": data.source, "seed": data.seed}}
+def model_meta(kind: str, data: BoneAgeData, config: Config, **regressor) -> ModelMeta:
+    """Return what a saved model needs to read new images: preprocessing, the Config and the data it saw."""
+    return ModelMeta(kind, data.params, config, source=data.source, seed=data.seed, **regressor)
 
 
 # Autoencoder pretraining (chapter 3)
@@ -199,9 +197,8 @@ def fit_stages(model: keras.Model, data: BoneAgeData, config: Config, run_dir: P
 
 def finish_pretrain(model: keras.Model, data: BoneAgeData, config: Config, run_dir: Path) -> Path:
     """Save autoencoder.keras and encoder.keras, then mark the run finished."""
-    meta = data_meta(data, config)
-    save_model(model, run_dir / "autoencoder.keras", {"kind": "autoencoder", **meta})
-    save_model(model.get_layer("encoder"), run_dir / "encoder.keras", {"kind": "encoder", **meta})
+    save_model(model, run_dir / "autoencoder.keras", model_meta("autoencoder", data, config))
+    save_model(model.get_layer("encoder"), run_dir / "encoder.keras", model_meta("encoder", data, config))
     mark_finished(run_dir)
     return run_dir
 
@@ -220,12 +217,12 @@ def check_encoder(path: str | Path, config: Config) -> None:
     if not Path(path).is_file():
         raise AebonetError(f"--encoder {path}: file not found; give RUN/encoder.keras written by `aebonet pretrain`")
     meta = read_model_meta(path)
-    if meta.get("kind") != "encoder":
-        raise AebonetError(f"{path}: holds a model of kind {meta.get('kind')!r}, not an encoder; "
+    if meta.kind != "encoder":
+        raise AebonetError(f"{path}: holds a model of kind {meta.kind!r}, not an encoder; "
                            "give the encoder written by pretraining (RUN/encoder.keras)")
-    if meta["image_size"] != config.image_size:
-        raise AebonetError(f"{path}: encoder pretrained at {meta['image_size']} px but the config says "
-                           f"{config.image_size} px; train with --size {meta['image_size']}")
+    if meta.image_size != config.image_size:
+        raise AebonetError(f"{path}: encoder pretrained at {meta.image_size} px but the config says "
+                           f"{config.image_size} px; train with --size {meta.image_size}")
 
 
 def load_encoder(path: str | Path, config: Config) -> keras.Model:
@@ -297,14 +294,14 @@ def pretrained_ids(encoder: str | Path) -> set[str] | None:
 def other_phantom_draw(encoder: str | Path, data: BoneAgeData) -> bool:
     """Return True when the encoder was pretrained on a phantom drawn with another seed: other images, the same ids."""
 
-    pretrained_on = read_model_meta(encoder).get("data", {})
-    return (is_phantom(data.source) and is_phantom(pretrained_on.get("source"))
-            and pretrained_on.get("seed", data.seed) != data.seed)
+    pretrained_on = read_model_meta(encoder)
+    return (is_phantom(data.source) and is_phantom(pretrained_on.source)
+            and pretrained_on.seed is not None and pretrained_on.seed != data.seed)
 
 
 def same_source(encoder: str | Path, data: BoneAgeData) -> bool:
     """Return False when the encoder was pretrained on another dataset (its ids name other images), else True."""
-    source = read_model_meta(encoder).get("data", {}).get("source")
+    source = read_model_meta(encoder).source
     if source is None or (is_phantom(source) and is_phantom(data.source)):
         return True
     return recorded_source(str(source)) == recorded_source(data.source)
@@ -323,7 +320,7 @@ def check_encoder_split(encoder: str | Path, data: BoneAgeData) -> None:
         return
     leaked = len(seen & held_out_ids(data))
     if leaked:
-        seed = read_model_meta(encoder).get("data", {}).get("seed")
+        seed = read_model_meta(encoder).seed
         same = f" (--seed {seed}, as its run)" if seed is not None else ""
         raise AebonetError(f"--encoder {encoder}: pretrained on {leaked} of this run's validation/test images "
                            f"(its splits/train.txt); pretrain with the same data and --seed, "
@@ -396,10 +393,9 @@ def finish_train(model: keras.Model, data: BoneAgeData, config: Config, run_dir:
     state = read_state(run_dir)
     kept = state.get("best", state["latest"]) if config.keep == "best" else state["latest"]
     model.load_weights(run_dir / "checkpoint" / kept)
-    meta = {"kind": "regressor", **data_meta(data, config), "backbone": record.backbone,
-            "sex_input": record.sex_input, "y_mean": record.y_mean, "y_std": record.y_std,
-            "best_epoch": state.get("best_epoch"), "best_val_mae": state.get("best_value"), "keep": config.keep,
-            "epochs_done": state["epochs_done"]}
+    meta = model_meta("regressor", data, config, backbone=record.backbone, sex_input=record.sex_input,
+                      y_mean=record.y_mean, y_std=record.y_std, keep=config.keep, best_epoch=state.get("best_epoch"),
+                      best_val_mae=state.get("best_value"), epochs_done=state["epochs_done"])
     save_model(model, run_dir / "model.keras", meta)
     trust.calibrate_run(run_dir / "model.keras", data, record.encoder)
     mark_finished(run_dir)
