@@ -23,9 +23,7 @@ from aebonet_lib.runs.files import atomic_write, require_empty_dir
 
 def mean_baseline(data: BoneAgeData, n_boot: int = 2000, seed: int = 0) -> dict:
     """Return the test metrics of predicting the training split's mean bone age for every image."""
-    y_test = data.y[data.splits["test"]]
-    y_hat = np.full_like(y_test, np.nanmean(data.y[data.splits["train"]]))
-    return metrics.summarize(y_test, y_hat, n_boot=n_boot, seed=seed)
+    return metrics.mean_predictor(data.y[data.splits["test"]], np.nanmean(data.y[data.splits["train"]]), n_boot, seed)
 
 
 def demo_table(results: dict[str, dict]) -> pd.DataFrame:

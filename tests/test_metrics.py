@@ -158,3 +158,10 @@ def test_paired_bootstrap_does_not_invent_a_difference():
     assert result["p_value"] > 0.05
     same = metrics.paired_bootstrap(y, a, a, n_boot=100)
     assert same["mae_difference"] == 0 and same["p_value"] == 1.0
+
+
+def test_mean_predictor_is_the_one_floor_every_table_uses():
+    y = np.array([10.0, 20.0, 30.0, 100.0])
+    result = metrics.mean_predictor(y, 40.0, n_boot=50)
+    assert result["mae"] == pytest.approx((30 + 20 + 10 + 60) / 4) and result["y_mean"] == 40.0
+    assert result["n"] == 4 and result["mae_ci95"][0] <= result["mae"] <= result["mae_ci95"][1]

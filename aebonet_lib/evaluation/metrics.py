@@ -140,6 +140,12 @@ def summarize(y, y_hat, n_boot: int = 2000, seed: int = 0) -> dict:
     }
 
 
+def mean_predictor(y, train_mean: float, n_boot: int = 2000, seed: int = 0) -> dict:
+    """Return the metrics of predicting the training labels' mean age for every child: the floor a model must beat."""
+    y = as_vector(y, "y (true ages)")
+    return summarize(y, np.full(len(y), float(train_mean)), n_boot=n_boot, seed=seed) | {"y_mean": float(train_mean)}
+
+
 def age_band(y) -> np.ndarray:
     """Return the AGE_BANDS label of each age in months (OUTSIDE_BANDS beyond 0-228 months)."""
     y = as_vector(y, "y (true ages)")

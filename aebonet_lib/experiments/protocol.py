@@ -210,8 +210,7 @@ def fine_tune_and_test(data: BoneAgeData, config: Config, run_dir: Path, encoder
 
 def mean_predictor_mae(data: BoneAgeData, train_index: np.ndarray) -> float:
     """Return the test MAE of predicting the mean age of the given training images for every child: the floor to beat."""
-    y_test = data.y[data.splits["test"]]
-    return metrics.mae(y_test, np.full(len(y_test), np.mean(data.y[train_index])))
+    return metrics.mean_predictor(data.y[data.splits["test"]], np.mean(data.y[train_index]))["mae"]
 
 
 def with_floor(table: pd.DataFrame, floor) -> pd.DataFrame:

@@ -160,7 +160,7 @@ def mean_baseline(results: RealResults, split: str = "val") -> dict:
     """Return MAE and MSE (95 % intervals) of predicting the training images' mean age for every child."""
     y = results.predicted(main_run(protocol.PRETRAINED), split).true.to_numpy()
     y_mean = float(results.runs.set_index("run").loc[main_run(protocol.PRETRAINED), "y_mean"])
-    return metrics.summarize(y, np.full(len(y), y_mean), n_boot=N_BOOT) | {"y_mean": y_mean}
+    return metrics.mean_predictor(y, y_mean, n_boot=N_BOOT)
 
 
 def run_metrics(results: RealResults, run: str, split: str = "val") -> dict:
