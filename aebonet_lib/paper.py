@@ -79,6 +79,7 @@ CHOICES = [
     ("450 px", "used for Table 5; 450 is not divisible by 16", "pad with zeros at the bottom and right to the next multiple of 16 (464) in the encoder; the decoder crops back", "four 2x poolings need sizes divisible by 16; zeros are the background"),
     ("batch-norm momentum", "not given", "0.99 (Keras's default) in the paper preset, 0.9 in short CPU presets", "moving statistics must settle within a short run"),
     ("output scale", "Dense(1, linear) on months", "off in the paper preset; CPU presets learn age in SD units", "makes short runs converge"),
+    ("several GPUs or machines", "one GPU (an RTX 2060)", "batch-norm statistics over the whole global batch (synchronized)", "normalizes as one device with the same batch would; every replica ends with the same weights"),
 ]
 
 # ---------------------------------------------------------------------------

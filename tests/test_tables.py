@@ -7,8 +7,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from aebonet_lib.config import get_config
+from aebonet_lib.data.preprocess import PreprocessParams
 from aebonet_lib.errors import AebonetError
 from aebonet_lib.evaluation import tables
+from aebonet_lib.runs.modelfiles import ModelMeta
 
 # Every published number the module may hold, with where it comes from (issue 5 and the sources it names).
 PUBLISHED_NUMBERS = {14.78, 9.997, 9.3, 4.2, 4.5, 3.87, 0.45, 4.8, 7.0, 12.9, 16.1, 19.1,
@@ -105,7 +108,8 @@ def test_runs_table_reads_metrics_files(tmp_path):
     run = tmp_path / "aebonet_run"
     run.mkdir()
     (run / "metrics.json").write_text(json.dumps({"mae": 8.0, "mae_ci95": [7.25, 8.84], "n": 150, "rmse": 10.1, "bias": -0.4}))
-    (run / "model.json").write_text(json.dumps({"backbone": "aebonet", "image_size": 64}))
+    meta = ModelMeta("regressor", PreprocessParams(64), get_config("cpu", image_size=64), backbone="aebonet")
+    (run / "model.json").write_text(json.dumps(meta.to_dict()))
     table = tables.runs_table([run, {"mae": 9.0, "mae_ci95": [8.0, 10.0], "n": 50}])
     assert list(table.index) == ["aebonet_run", "run 2"]
     assert table.loc["aebonet_run", "MAE (95% CI)"] == "8.0 (7.2-8.8)"

@@ -116,7 +116,7 @@ def test_a_run_of_another_kind_is_refused(pretrained, data, config):
 
 def test_train_keeps_the_epoch_with_the_best_validation_mae(trained, data):
     history = pd.read_csv(trained / "history.csv")
-    meta = read_json(trained / "model.json")
+    meta = modelfiles.read_model_meta(trained / "model.keras")
     assert list(history["epoch"]) == [0, 1]
     assert meta.best_epoch == int(history["val_mae"].idxmin()) + 1
     model, _ = modelfiles.load_model(trained / "model.keras")

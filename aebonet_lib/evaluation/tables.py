@@ -19,6 +19,7 @@ import pandas as pd
 from aebonet_lib.config import PRESETS
 from aebonet_lib.errors import AebonetError
 from aebonet_lib.runs.files import atomic_write, read_json, read_table
+from aebonet_lib.runs.modelfiles import read_sidecar
 
 PAPER = "Sirati-Amsheh, Shabaninia & Chaparian, J Biomed Phys Eng 2025, doi:10.31661/jbpe.v0i0.2304-1609"
 PAPER_URL = "https://jbpe.sums.ac.ir/article_49723.html"
@@ -207,11 +208,10 @@ def read_run(run: dict | str | os.PathLike) -> dict:
     path = Path(run)
     path = path / "metrics.json" if path.is_dir() else path
     record = {"run": path.parent.name, **read_json(path)}
-    model_info = path.parent / "model.json"
-    if model_info.is_file():
-        info = read_json(model_info)
-        record.setdefault("method", info.get("backbone"))
-        record.setdefault("image_size", info.get("image_size"))
+    if (path.parent / "model.json").is_file():
+        meta = read_sidecar(path.parent / "model.json")
+        record.setdefault("method", meta.backbone)
+        record.setdefault("image_size", meta.image_size)
     return record
 
 

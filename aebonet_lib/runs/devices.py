@@ -105,25 +105,54 @@ def is_chief(distribute: str = "none") -> bool:
     return task_type == "chief" or (task_type == "worker" and index == 0 and not has_chief)
 
 
-def check_resume(resume: bool, distribute: str) -> None:
-    """Refuse to resume a multi-worker run: only the chief has its checkpoint, and workers must start alike."""
-    if resume and distribute == "multiworker":
-        raise AebonetError("--resume with --distribute multiworker is not supported yet (only the chief keeps "
-                           "checkpoints); resume on one machine without --distribute multiworker, or start anew")
+def synchronize_batch_norm(model: keras.Model, strategy: tf.distribute.Strategy) -> None:
+    """Make BatchNormalization use the global batch's statistics when several replicas train (our choice, CHOICES).
+
+    Each replica then normalizes by the same mean and variance, those one device with
+    the whole batch would use, and updates the same moving averages, so every worker
+    ends with the same weights, moving statistics included.
+    """
+    several = strategy.num_replicas_in_sync > 1
+    for layer in all_layers(model):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.synchronized = several
+
+
+def all_layers(model: keras.Model) -> list[keras.layers.Layer]:
+    """Return every layer of a model, those of nested models (the encoder) included."""
+    found = []
+    for layer in model.layers:
+        found.append(layer)
+        if isinstance(layer, keras.Model):
+            found.extend(all_layers(layer))
+    return found
+
+
+def copy_chief_run(run_dir: Path, folder: Path) -> None:
+    """Give a non-chief worker the chief's run to resume from: copy run_dir (its checkpoint and state) to its folder."""
+    if not (run_dir / "config.json").is_file():
+        _, index = worker_task()
+        raise AebonetError(f"--resume on worker {index}: {run_dir} holds no run on this machine; every worker must "
+                           "see the chief's run folder at the same path (a shared file system, or a copy of it)")
+    shutil.copytree(run_dir, folder)
 
 
 @contextlib.contextmanager
-def worker_run_dir(run_dir: Path, distribute: str = "none") -> Iterator[Path]:
+def worker_run_dir(run_dir: Path, distribute: str = "none", resume: bool = False) -> Iterator[Path]:
     """Yield the folder this process writes its run to: run_dir on the chief, a temporary one removed after on others.
 
     Every multi-worker task saves what the chief saves (saving may read synchronized
-    variables, which takes every worker), but only the chief's files are kept.
+    variables, which takes every worker), but only the chief's files are kept. To
+    resume, the others start from a copy of the chief's run folder, so that every
+    worker reloads the same checkpoint, epoch and counters.
     """
     if is_chief(distribute):
         yield run_dir
         return
     scratch = Path(tempfile.mkdtemp(prefix="aebonet-worker-"))
     try:
+        if resume:
+            copy_chief_run(run_dir, scratch / run_dir.name)
         yield scratch / run_dir.name
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

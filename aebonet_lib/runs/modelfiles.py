@@ -96,12 +96,17 @@ def read_model_meta(path: str | Path) -> ModelMeta:
     if not path.with_suffix(".json").is_file():
         raise AebonetError(f"{path}: no {path.with_suffix('.json').name} beside it; "
                            "expected a model written by aebonet, which saves one")
+    return read_sidecar(path.with_suffix(".json"))
+
+
+def read_sidecar(path: str | Path) -> ModelMeta:
+    """Return the ModelMeta held in a sidecar file (NAME.json), refusing one that is not aebonet's."""
     try:
-        return ModelMeta.from_dict(read_json(path.with_suffix(".json")))
+        return ModelMeta.from_dict(read_json(path))
     except AebonetError as e:
-        raise AebonetError(f"{path.with_suffix('.json')}: {e}") from None
+        raise AebonetError(f"{path}: {e}") from None
     except (KeyError, TypeError, ValueError) as e:
-        raise AebonetError(f"{path.with_suffix('.json')}: not a model sidecar written by aebonet ({e}); "
+        raise AebonetError(f"{path}: not a model sidecar written by aebonet (missing or bad {e}); "
                            "save the model again with aebonet") from None
 
 

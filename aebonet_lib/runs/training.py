@@ -36,13 +36,18 @@ from aebonet_lib.runs.checkpoints import (
 )
 from aebonet_lib.runs.devices import (
     build_scope,
-    check_resume,
     get_strategy,
     resolve_precision,
     set_seeds,
+    synchronize_batch_norm,
     worker_run_dir,
 )
-from aebonet_lib.runs.modelfiles import ModelMeta, load_model, read_model_meta, save_model
+from aebonet_lib.runs.modelfiles import (
+    ModelMeta,
+    load_model,
+    read_model_meta,
+    save_model,
+)
 from aebonet_lib.runs.records import RunRecord, read_record, write_record
 
 
@@ -71,8 +76,11 @@ def latest_or_new_model(run_dir: Path, config: Config, strategy, record: RunReco
     state = read_state(run_dir)
     with build_scope(config, strategy):
         if state:
-            return load_checkpoint(run_dir, state["latest"])
-        return new_autoencoder(config) if record.kind == "pretrain" else new_regressor(record, config)
+            model = load_checkpoint(run_dir, state["latest"])
+        else:
+            model = new_autoencoder(config) if record.kind == "pretrain" else new_regressor(record, config)
+    synchronize_batch_norm(model, strategy)
+    return model
 
 
 def make_datasets(data: BoneAgeData, config: Config, target: str, strategy: tf.distribute.Strategy,
@@ -164,9 +172,8 @@ def pretrain(data: BoneAgeData, config: Config, run_dir: str | Path, num_epochs:
     (TF_CONFIG set on every worker) give every worker the same `run_dir`: only the
     chief (task 0) writes it; the others write to a temporary folder removed at the end.
     """
-    check_resume(resume, distribute)
     strategy = get_strategy(distribute)  # first: a multi-worker strategy must exist before TensorFlow runs any op
-    with worker_run_dir(Path(run_dir), distribute) as folder:
+    with worker_run_dir(Path(run_dir), distribute, resume) as folder:
         pretrain_in(folder, data, config, num_epochs, resume, strategy, progress, command)
     return Path(run_dir)
 
@@ -351,13 +358,12 @@ def train(data: BoneAgeData, config: Config, run_dir: str | Path, backbone: str 
     (the same network with a random encoder: the control) or a baseline name with
     `weights`. Loss MSE, metric MAE in months. With `freeze_epochs` the backbone is
     frozen for that many epochs first, then fine-tuned with a fresh optimizer.
-    model.keras holds the weights of the epoch with the lowest validation MAE, not
-    the last one; model.json beside it says how to preprocess images for it.
+    model.keras holds the weights of the epoch `config.keep` names (the lowest validation
+    MAE, or the last); model.json beside it says how to preprocess images for it.
     Resumes like `pretrain`, and runs on several workers like it: only the chief writes `run_dir`.
     """
-    check_resume(resume, distribute)
     strategy = get_strategy(distribute)  # first: a multi-worker strategy must exist before TensorFlow runs any op
-    with worker_run_dir(Path(run_dir), distribute) as folder:
+    with worker_run_dir(Path(run_dir), distribute, resume) as folder:
         check_run_dir(folder, resume, "train")
         record = read_record(folder) or train_record(data, resolve_precision(config), backbone, encoder, weights,
                                                      sex_input, num_epochs, freeze_epochs, command)
