@@ -156,6 +156,12 @@ PRESETS: dict[str, Config] = {
 }
 
 
+# Real radiographs in a class (AEBONET_PRESET=rsna-class): the rsna-cpu recipe at 64 px, four times
+# fewer pixels, so that a chapter runs on the RSNA radiographs in a class period on a 2-core CPU
+# (rsna-cpu takes about 25 minutes to pretrain alone). Coarser: a finger's growth plate is a pixel.
+PRESETS["rsna-class"] = PRESETS["rsna-cpu"].replace(name="rsna-class", image_size=64)
+
+
 def get_config(preset: str = "cpu", **overrides) -> Config:
     """Return a preset ('paper' or 'cpu'), with any fields overridden."""
     if preset not in PRESETS:
