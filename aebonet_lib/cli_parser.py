@@ -183,7 +183,7 @@ def add_experiment(sub) -> None:
                    help="which experiment (real: the paper's experiment and label efficiency on real radiographs)")
     p.add_argument("--data", default="phantom", metavar="SRC", help="dataset (default: phantom). " + EPILOG_DATA)
     p.add_argument("--preset", choices=sorted(PRESETS),
-                   help="hyper-parameter preset (default: cpu; rsna-cpu for the real experiment)")
+                   help="hyper-parameter preset (default: cpu; rsna-cpu for the real experiment, rsna-class for a quick one)")
     p.add_argument("--out", required=True, type=Path, metavar="DIR", help="folder to write")
     p.add_argument("--seeds", type=positive_int, help="number of seeds (default: the experiment's)")
     p.add_argument("--fractions", type=fraction_list, metavar="F,F,...",

@@ -4,8 +4,9 @@
     config = course.config_for(DATA)                    # `cpu` on the phantom, `paper` on real data
     RUNS = course.runs_dir(DATA, config)                # models trained by one chapter, reused by the next
 
-Two more settings, both optional: AEBONET_PRESET picks another preset (`rsna-cpu` runs real data
-on a CPU), and AEBONET_RUNS puts the run folders elsewhere (on Colab: a folder on Google Drive).
+Two more settings, both optional: AEBONET_PRESET picks another preset (on real data on a CPU:
+`rsna-class`, 64 px, a chapter in a class period; `rsna-cpu`, 128 px, the recipe of the shipped
+results), and AEBONET_RUNS puts the run folders elsewhere (on Colab: a folder on Google Drive).
 The exercises call `check` to tell a student whether an answer is right.
 """
 
