@@ -1,8 +1,9 @@
 """The `aebonet` command: one subcommand per step of the pipeline.
 
 Each `run_*` function is a thin layer over library functions a chapter also calls;
-the arguments are defined in `cli_parser`. The presets come from the recipe, which
-needs Keras, so every command starts by importing it (ARCHITECTURE.md, "Imports").
+the arguments are defined in `cli_parser`, which needs only the names of `options`, so
+`--help` answers at once; every command but `phantom` then imports TensorFlow, quietly
+(ARCHITECTURE.md, "Imports").
 """
 
 from __future__ import annotations
@@ -293,10 +294,11 @@ COMMANDS = {"phantom": run_phantom, "prepare": run_prepare, "pretrain": run_pret
 
 def main(argv: list[str] | None = None) -> int:
     """Run the `aebonet` command; bad input ends in one line on stderr and exit status 2."""
-    import_tensorflow_quietly()  # the presets come from the recipe, which needs Keras (and so TensorFlow)
     from aebonet_lib.cli_parser import build_parser
 
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(argv)  # --help and a usage error end here, before TensorFlow starts
+    if args.command != "phantom":
+        import_tensorflow_quietly()  # every other command reaches Keras (the presets come from the recipe)
     try:
         return COMMANDS[args.command](args) or 0
     except AebonetError as e:

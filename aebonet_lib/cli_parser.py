@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from aebonet_lib.config import DECODERS, PRECISIONS, PRESETS, SPLIT_KINDS
+from aebonet_lib.options import DECODERS, PRECISIONS, PRESET_NAMES, SPLIT_KINDS
 
 SPLIT_HELP = ("how to split SRC into train/val/test: paper (default: at random, seeded, with the preset's fractions), "
               "stratified (the same sizes, stratified by age) or official (the RSNA challenge's own sets; "
@@ -33,12 +33,12 @@ def add_command(sub, name: str, help: str, example: str) -> argparse.ArgumentPar
 
 
 def add_preset_option(p: argparse.ArgumentParser) -> None:
-    """Add --preset, the hyper-parameter preset of config.PRESETS."""
-    p.add_argument("--preset", default="cpu", choices=sorted(PRESETS), help="hyper-parameter preset (default: cpu)")
+    """Add --preset, the hyper-parameter preset of options.PRESET_NAMES."""
+    p.add_argument("--preset", default="cpu", choices=sorted(PRESET_NAMES), help="hyper-parameter preset (default: cpu)")
 
 
 def add_precision_option(p: argparse.ArgumentParser) -> None:
-    """Add --precision, one of config.PRECISIONS."""
+    """Add --precision, one of options.PRECISIONS."""
     p.add_argument("--precision", choices=PRECISIONS,
                    help="numeric precision (default: auto, the fastest this hardware computes well)")
 
@@ -182,7 +182,7 @@ def add_experiment(sub) -> None:
     p.add_argument("name", choices=["label-efficiency", "sex-input", "decoder", "real"],
                    help="which experiment (real: the paper's experiment and label efficiency on real radiographs)")
     p.add_argument("--data", default="phantom", metavar="SRC", help="dataset (default: phantom). " + EPILOG_DATA)
-    p.add_argument("--preset", choices=sorted(PRESETS),
+    p.add_argument("--preset", choices=sorted(PRESET_NAMES),
                    help="hyper-parameter preset (default: cpu; rsna-cpu for the real experiment, rsna-class for a quick one)")
     p.add_argument("--out", required=True, type=Path, metavar="DIR", help="folder to write")
     p.add_argument("--seeds", type=positive_int, help="number of seeds (default: the experiment's)")

@@ -12,18 +12,11 @@ from dataclasses import dataclass
 
 from aebonet_lib import paper
 from aebonet_lib.errors import AebonetError
+from aebonet_lib.options import DECODERS, KEEP, LR_SCHEDULES, PRECISIONS, SPLIT_KINDS  # noqa: F401 (re-exported)
 
 # The paper's random split of the 12,611 RSNA training images (train / validation / test).
 PAPER_SPLIT_SIZES = paper.SPLIT_SIZES
 PAPER_SPLIT = tuple(n / sum(PAPER_SPLIT_SIZES) for n in PAPER_SPLIT_SIZES)
-# How a dataset is split: the paper's seeded random split, the same sizes stratified by age (our choice),
-# or the RSNA challenge's own training / validation / test sets (official layout only).
-SPLIT_KINDS = ("paper", "stratified", "official")
-
-DECODERS = ("upsample_conv", "conv_upsample", "transpose")
-LR_SCHEDULES = ("constant", "cosine")
-KEEP = ("best", "last")
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")  # auto: bf16 on GPUs from compute capability 8.0 and AMX CPUs
 
 
 @dataclass(frozen=True)

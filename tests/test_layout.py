@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-PACKAGE = Path(__file__).resolve().parents[1] / "aebonet_lib"
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "aebonet_lib"
 MAX_LINES = 500
 
 
@@ -104,3 +107,22 @@ def test_every_choice_is_marked_in_the_recipe():
     source = (PACKAGE / "paper.py").read_text()
     assert len(paper.CHOICES) >= 8 and all(len(row) == 4 for row in paper.CHOICES)
     assert source.count("# our choice") >= 6
+
+
+def test_the_option_names_match_the_presets_and_need_no_tensorflow():
+    from aebonet_lib import config, options
+
+    assert options.PRESET_NAMES == tuple(config.PRESETS)
+    code = ("import sys; from aebonet_lib import cli_parser, options; cli_parser.build_parser(); "
+            "print('tensorflow' in sys.modules, 'keras' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert result.stdout.split() == ["False", "False"]
+
+
+def test_help_answers_without_starting_tensorflow():
+    code = ("import sys, contextlib, io\nfrom aebonet_lib import cli\n"
+            "with contextlib.redirect_stdout(io.StringIO()):\n"
+            "    try:\n        cli.main(['--help'])\n    except SystemExit:\n        pass\n"
+            "print('tensorflow' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert result.stdout.split() == ["False"]
