@@ -3,10 +3,13 @@
 The prose is the Markdown outside code cells. A number in it must be one of:
 - a {glue} role (the value comes from a cell that computed it);
 - a constant in QUOTED below, each with its source (the paper, the RSNA challenge, a standard);
+  a key with words ("7 carpals") quotes its number only inside that phrase, a bare number
+  anywhere;
 - a year (1900-2039), a chapter, exercise, table, figure, equation or stage number, a
   numbered-list marker, or the reading time of an objectives box ("about 30 minutes to read",
   an editor's estimate; the run time beside it is glued).
-Numbers inside code spans, math and directive options are not prose.
+Numbers inside code spans, math (inline, $$ and {math} blocks), directive options and a
+citation's volume, issue and pages ("2019;290(2):498-503") are not prose.
 
 Typed numbers that were in the chapters before this test are listed in
 tests/book_numbers_pending.txt, one per line with the words around them; the list may only
@@ -71,7 +74,7 @@ def prose_lines(text: str) -> list[tuple[int, str]]:
     hidden = set()
     for token in MarkdownIt("commonmark").parse(text):
         if token.type in ("fence", "code_block") and token.map and (
-                token.info.startswith("{code-cell}") or not token.info.startswith("{")):
+                token.info.startswith(("{code-cell}", "{math}")) or not token.info.startswith("{")):
             hidden.update(range(token.map[0], token.map[1]))
     front = text.split("\n---\n", 1)[0].count("\n") + 2 if text.startswith("---") else 0
     return [(i + 1, line) for i, line in enumerate(text.splitlines()) if i not in hidden and i >= front]
@@ -83,9 +86,22 @@ def strip_non_prose(line: str) -> str:
     line = re.sub(r"`[^`]*`", " ", line)
     line = re.sub(r"\$\$.*?\$\$|\$[^$]*\$", " ", line)
     line = re.sub(r"\]\([^)]*\)", "]", line)
+    line = re.sub(r"\b(?:19|20)\d\d;\d+\(\d+\):\d+(?:-\d+)?", " ", line)   # a citation: year;volume(issue):pages
     line = re.sub(r"^\s*:\w+:.*", " ", line)
     line = re.sub(r"^\s*(?:[`:]{3,}.*|\(\S+\)=\s*)$", " ", line)
     return re.sub(r"^\s*\d+\.\s", " ", line)            # an ordered list's marker
+
+
+PHRASES = [re.compile(r"(?<![\w.])" + r"[\s*_]+".join(map(re.escape, key.split())) + r"(?!\w)")
+           for key in QUOTED if not NUMBER.fullmatch(key)]
+
+
+def quoted(text: str, match: re.Match) -> bool:
+    """Say whether a number is a quoted constant: a bare key, or inside one of the quoted phrases."""
+    if match.group(0).lstrip("+-−") in QUOTED:
+        return True
+    return any(m.start() <= match.start() and match.end() <= m.end()
+               for phrase in PHRASES for m in phrase.finditer(text))
 
 
 def typed_numbers(source: Path) -> list[tuple[int, str, str]]:
@@ -95,7 +111,7 @@ def typed_numbers(source: Path) -> list[tuple[int, str, str]]:
         text = strip_non_prose(line)
         for match in NUMBER.finditer(text):
             value = match.group(0).lstrip("+-−")
-            if value in QUOTED or (len(value) == 4 and value.isdigit() and 1900 <= int(value) < 2040):
+            if quoted(text, match) or (len(value) == 4 and value.isdigit() and 1900 <= int(value) < 2040):
                 continue
             if CONTEXT_OK.search(text[:match.start()]) or re.match(r"\.\d", text[match.end():]):
                 continue
@@ -137,6 +153,7 @@ def test_pending_list_only_shrinks():
 
 def test_quoted_constants_have_sources():
     assert all(source.strip() for source in QUOTED.values())
+    assert all(NUMBER.search(key) for key in QUOTED), "a quoted phrase must hold the number it quotes"
 
 
 if __name__ == "__main__":   # python tests/test_book_numbers.py > tests/book_numbers_pending.txt
