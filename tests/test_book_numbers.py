@@ -32,6 +32,7 @@ import book  # noqa: E402  (tools/book.py)
 PENDING = ROOT / "tests" / "book_numbers_pending.txt"
 PAPER = "Sirati-Amsheh et al. 2025 (../shared/PAPER.md)"
 RSNA = "Halabi et al., Radiology 2019 (the RSNA challenge)"
+TW = "Tanner, Whitehouse et al., TW2, Academic Press 1975; Tanner, Healy, Goldstein, Cameron, TW3, Saunders 2001"
 QUOTED = {
     "9.3": f"headline test MAE, months: {PAPER}",
     "12,611": f"RSNA training images: {PAPER}; {RSNA}",
@@ -60,6 +61,11 @@ QUOTED = {
     "10": f"units of the head's Dense layer: {PAPER}",
     "64": f"first block's filters: {PAPER}", "128": f"second block's filters: {PAPER}",
     "512": f"fourth block's filters: {PAPER}",
+    **{phrase: f"{what}: {TW}" for phrase, what in (
+        ("20 bones", "the bones TW2 stages (13 RUS and 7 carpals)"), ("13 RUS bones", "radius, ulna, short bones"),
+        ("11 short bones", "metacarpals and phalanges of the thumb, middle and little fingers"),
+        ("7 carpals", "the carpals TW stages, all but the pisiform"))},
+    "4.2 to 4.5 months": f"MAD of the five best challenge entries (4.2, 4.4, 4.4, 4.5, 4.5): {RSNA}",
     "0": "zero: a definition (an interval that excludes 0, a label 0 for girls), not a measurement",
     "1": "one: a definition (Dense(1), a label 1 for boys), not a measurement",
     "95": "the confidence level of every interval in the course, a convention",
