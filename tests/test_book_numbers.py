@@ -65,6 +65,7 @@ QUOTED = {
         ("20 bones", "the bones TW2 stages (13 RUS and 7 carpals)"), ("13 RUS bones", "radius, ulna, short bones"),
         ("11 short bones", "metacarpals and phalanges of the thumb, middle and little fingers"),
         ("7 carpals", "the carpals TW stages, all but the pisiform"))},
+    "rounded at 0.5": "the threshold of Keras's binary accuracy (keras.metrics.BinaryAccuracy, threshold=0.5)",
     "4.2 to 4.5 months": f"MAD of the five best challenge entries (4.2, 4.4, 4.4, 4.5, 4.5): {RSNA}",
     "0": "zero: a definition (an interval that excludes 0, a label 0 for girls), not a measurement",
     "1": "one: a definition (Dense(1), a label 1 for boys), not a measurement",
