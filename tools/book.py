@@ -5,6 +5,7 @@
     python tools/book.py student   # build the student edition into _build/student/
     python tools/book.py exercises # list every exercise: number, difficulty, title
     python tools/book.py grade NOTEBOOK...  # run returned notebooks; their check cells say what is right
+    python tools/book.py time DATA PRESET OUT.csv [CHAPTER...]  # execute chapters on DATA, one row of seconds each
 
 The MyST Markdown files in book/ are the sources. Each has a paired .ipynb without outputs,
 because Colab opens only real notebooks; `check` (run by the tests) fails when they drift.
@@ -242,6 +243,36 @@ def student() -> int:
     return code
 
 
+def time_chapters(data: str, preset: str, out: Path, chapters: list[str]) -> None:
+    """Execute each chapter notebook on `data` at `preset`, appending its wall time and the machine's load to `out`."""
+    import csv
+    import datetime
+    import os
+    import platform
+    import time
+
+    env = {**os.environ, "AEBONET_DATA": data, "AEBONET_PRESET": preset}
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else platform.processor()
+    for chapter in chapters or [s.stem for s in chapter_sources()]:
+        start = time.perf_counter()
+        command = [sys.executable, "-m", "jupyter", "nbconvert", "--to", "notebook", "--execute",
+                   str(ROOT / "book" / f"{chapter}.ipynb"), "--output-dir", str(out.parent / "executed"),
+                   "--ExecutePreprocessor.timeout=-1"]
+        code = subprocess.run(command, env=env, capture_output=True).returncode
+        row = {"chapter": chapter, "preset": preset, "seconds": round(time.perf_counter() - start),
+               "exit_code": code, "load_1min": round(os.getloadavg()[0], 1), "cores": os.cpu_count(), "cpu": cpu,
+               "commit": commit, "finished": datetime.datetime.now().isoformat(timespec="seconds")}
+        new = not out.exists()
+        with out.open("a", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(row))
+            if new:
+                writer.writeheader()
+            writer.writerow(row)
+        print(f"{chapter}: {row['seconds']} s, exit {code}, load {row['load_1min']:.1f}")
+
+
 def main(argv: list[str]) -> int:
     """Run one of: sync, check, student."""
     command = argv[1] if len(argv) > 1 else ""
@@ -263,6 +294,9 @@ def main(argv: list[str]) -> int:
         for row in rows:
             print(f"{row['notebook']}  {row['exercise']:>5}  {row['status']}")
         print(f"{sum(r['status'] == 'correct' for r in rows)} of {len(rows)} checks correct; table in grades.csv")
+        return 0
+    if command == "time" and len(argv) >= 5:
+        time_chapters(argv[2], argv[3], Path(argv[4]), argv[5:])
         return 0
     print(__doc__)
     return 2
