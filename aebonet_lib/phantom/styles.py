@@ -1,11 +1,13 @@
 """The two looks of a phantom radiograph: `registered` (black background, hand in a fixed frame) and `raw`.
 
 `raw` imitates the RSNA training set as released: a plate that is mostly dark but sometimes
-grey, exposure and contrast that vary, a collimated field that may not fill the image, a side
-marker with the technologist's initials, the hand at a varying size and place, and the
-original's aspect ratio squashed to the output's. `registered` imitates rsna_sample: the
-background removed (exact zeros) and the hand scaled into a fixed frame. Everything here is
-drawn from the seed alone, in a fixed order, so one seed shows the same pose in both styles.
+grey, the automatic window of a digital system (set from the anatomy's own histogram, with
+levels and gamma that differ from site to site, so brightness says nothing about bone mass), a
+collimated field that may not fill the image, a side marker with the technologist's initials,
+the hand at a varying size and place, and the original's aspect ratio squashed to the output's.
+`registered` imitates rsna_sample: the background removed (exact zeros) and the hand scaled into
+a fixed frame. Everything here is drawn from the seed alone, in a fixed order, so one seed shows
+the same pose in both styles.
 """
 
 from __future__ import annotations
