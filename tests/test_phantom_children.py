@@ -124,3 +124,22 @@ def test_older_carpus_is_brighter_in_most_raw_images_with_variation():
             means[age] = phantom.render(age, True, 64, seed)[y0:y1, x0:x1].mean()
         brighter.append(means[150] > means[12])
     assert np.mean(brighter) >= 0.8
+
+
+def test_the_automatic_window_undoes_the_exposure():
+    from aebonet_lib.phantom import radiograph
+    from aebonet_lib.phantom.styles import draw_nuisance
+
+    pose = draw_nuisance(5)
+    tissue = np.zeros((256, 256), np.float32)
+    tissue[32:224, 32:224] = 1.0  # the anatomy; the rest is the plate
+    signal = np.where(tissue > 0, np.linspace(0.2, 0.6, 256, dtype=np.float32)[None, :], np.float32(0.02))
+    shown = radiograph.voi_window(signal, tissue, pose)
+    harder = radiograph.voi_window(0.7 * signal, tissue, pose)  # the same hand, less exposure
+    inside = tissue > 0
+    assert np.abs(shown - harder)[inside].max() < 0.01
+    dark, bright = np.percentile(shown[inside], radiograph.WINDOW_PERCENTILES)
+    span = min(pose["window_span"], 0.99 - pose["window_low"])
+    assert dark == pytest.approx(pose["window_low"], abs=0.02) and bright == pytest.approx(pose["window_low"] + span, abs=0.02)
+    assert shown[~inside].max() <= pose["window_low"]  # the plate stays darker than the hand
+

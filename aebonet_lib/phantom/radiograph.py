@@ -21,6 +21,7 @@ from aebonet_lib.phantom.styles import (
     collimate,
     draw_marker,
     draw_nuisance,
+    field_mask,
     frame_pixels_per_mm,
     frame_transform,
 )
@@ -33,6 +34,10 @@ TRABECULA_MM = (1.6, 0.6)  # the texture's grain along and across the bone (mm)
 DETECTOR_MM = 0.2  # the detector's pixel: quantum noise is drawn white at this scale
 UNSHARPNESS_MM = 0.18  # the detector's own blur, which correlates its noise (neighbour correlation 0.5 at 1024 px, as real)
 MIN_SIGMA_PX = 0.3  # blur narrower than this is left out
+ANATOMY_MIN = 0.1  # soft-tissue thickness above which the system counts a pixel as anatomy when it sets its window
+WINDOW_PERCENTILES = (2.0, 99.5)  # the anatomy's percentiles the window maps to its dark and bright grey levels
+LUT_LEVELS = 4096  # the detector's digital levels (12 bits), on which the window's lookup table acts
+WINDOW_STEP = 4  # the window reads its histogram on every 4th pixel of every 4th row, as a system reads a coarse one
 UNIFORM_TO_SD1 = float(np.sqrt(12))  # uniform noise on (-0.5, 0.5) times this has SD 1
 
 
@@ -136,13 +141,61 @@ def noise_field(rngs: dict, shape: tuple[int, int], pose: dict, px_per_mm: float
 
 def attenuation(tissue: np.ndarray, bone: np.ndarray, pose: dict, texture: np.ndarray) -> np.ndarray:
     """Return the attenuation summed along the beam: soft tissue plus textured bone, scaled by the beam's hardness."""
-    total = np.float32(TISSUE_MU * pose["tissue"]) * tissue + np.float32(BONE_MU) * bone * texture
+    total = np.float32(TISSUE_MU * pose["tissue"]) * tissue + np.float32(BONE_MU * pose["bone_contrast"]) * bone * texture
     return total * np.float32(pose["hardness"])
 
 
 def exposed(total: np.ndarray) -> np.ndarray:
     """Return the grey level in the log domain, 1 - exp(-attenuation): 0 where nothing stops the beam, below 1 always."""
     return -np.expm1(-total)
+
+
+def equalise(signal: np.ndarray, pose: dict, px_per_mm: float) -> np.ndarray:
+    """Return the signal with its broad contrast flattened: minus a share of its large-scale blur (multiscale processing)."""
+    if pose["equalise"] <= 0:
+        return signal
+    small = cv2.resize(signal, (max(8, signal.shape[1] // 4), max(8, signal.shape[0] // 4)), interpolation=cv2.INTER_AREA)
+    broad = cv2.GaussianBlur(small, (0, 0), max(0.5, pose["equalise_mm"] * px_per_mm / 4))
+    broad = cv2.resize(broad, (signal.shape[1], signal.shape[0]), interpolation=cv2.INTER_LINEAR)
+    return signal + np.float32(pose["equalise"]) * (signal - broad)
+
+
+def window_points(signal: np.ndarray, tissue: np.ndarray, pose: dict) -> tuple[float, float] | None:
+    """Return the anatomy's dark and bright percentiles of `signal`, read on every WINDOW_STEP-th pixel; None without anatomy."""
+    step = WINDOW_STEP
+    anatomy = (tissue[::step, ::step] > ANATOMY_MIN) & (field_mask(pose, tissue.shape)[::step, ::step] > 0)
+    values = signal[::step, ::step][anatomy]
+    if values.size < 16:
+        return None
+    low, high = np.percentile(values, WINDOW_PERCENTILES)
+    return float(low), float(max(high, low + 1e-3))
+
+
+def window_curve(low: float, high: float, pose: dict) -> np.ndarray:
+    """Return the VOI LUT: the grey level of each of LUT_LEVELS signal levels from 0 to 1, for the window (low, high)."""
+    signal = np.linspace(0, 1, LUT_LEVELS)
+    dark = pose["window_low"]
+    plate = min(pose["plate"], 0.8 * dark)
+    span = min(pose["window_span"], 0.99 - dark)
+    shown = dark + span * np.clip((signal - low) / (high - low), 0, None) ** pose["gamma"]
+    below = plate + (dark - plate) * np.clip(signal / max(low, 1e-3), 0, 1)  # beyond the hand, down to the plate
+    return np.where(signal < low, below, shown).astype(np.float32)
+
+
+def voi_window(signal: np.ndarray, tissue: np.ndarray, pose: dict) -> np.ndarray:
+    """Return grey levels after the system's automatic window (VOI LUT) set from the anatomy's own histogram.
+
+    A digital radiography system finds the anatomy, reads its histogram and maps a dark and a
+    bright percentile of it to fixed grey levels through a lookup table on its digital levels, so
+    that every image is shown alike whatever the exposure: how much bone the hand holds no longer
+    sets how bright it looks.
+    """
+    points = window_points(signal, tissue, pose)
+    if points is None:
+        return np.float32(pose["plate"]) + np.float32(pose["contrast"] * (0.97 - pose["plate"])) * signal
+    levels = signal * np.float32(LUT_LEVELS - 1)
+    np.clip(levels, 0, LUT_LEVELS - 1, out=levels)
+    return window_curve(*points, pose)[(levels + np.float32(0.5)).astype(np.int32)]
 
 
 def expose(tissue: np.ndarray, bone: np.ndarray, pose: dict, seed: int, px_per_mm: float, style: str) -> np.ndarray:
@@ -154,7 +207,7 @@ def expose(tissue: np.ndarray, bone: np.ndarray, pose: dict, seed: int, px_per_m
     if style == "registered":
         image = np.float32(pose["registered_contrast"]) * signal
     else:
-        image = np.float32(pose["plate"]) + np.float32(pose["contrast"] * (0.97 - pose["plate"])) * signal
+        image = voi_window(equalise(signal, pose, px_per_mm), tissue, pose)
     image += noise_field(rngs, shape, pose, px_per_mm) * (np.float32(0.5) + image)  # more noise where fewer photons
     if style == "registered":
         image[tissue < 0.02] = 0  # the background removed, as in the registered RSNA images

@@ -1,11 +1,13 @@
 """The two looks of a phantom radiograph: `registered` (black background, hand in a fixed frame) and `raw`.
 
 `raw` imitates the RSNA training set as released: a plate that is mostly dark but sometimes
-grey, exposure and contrast that vary, a collimated field that may not fill the image, a side
-marker with the technologist's initials, the hand at a varying size and place, and the
-original's aspect ratio squashed to the output's. `registered` imitates rsna_sample: the
-background removed (exact zeros) and the hand scaled into a fixed frame. Everything here is
-drawn from the seed alone, in a fixed order, so one seed shows the same pose in both styles.
+grey, the automatic window of a digital system (set from the anatomy's own histogram, with
+levels and gamma that differ from site to site, so brightness says nothing about bone mass), a
+collimated field that may not fill the image, a side marker with the technologist's initials,
+the hand at a varying size and place, and the original's aspect ratio squashed to the output's.
+`registered` imitates rsna_sample: the background removed (exact zeros) and the hand scaled into
+a fixed frame. Everything here is drawn from the seed alone, in a fixed order, so one seed shows
+the same pose in both styles.
 """
 
 from __future__ import annotations
@@ -86,10 +88,28 @@ def draw_exposure(rng: np.random.Generator) -> dict:
     }
 
 
+def draw_processing(rng: np.random.Generator) -> dict:
+    """Draw the beam quality and how the digital system processes and windows a raw image (drawn last: older draws keep)."""
+    return {
+        # Bone's attenuation falls faster than soft tissue's as the tube voltage rises (photoelectric
+        # effect), so the bone-to-tissue contrast changes from one examination to the next.
+        "bone_contrast": rng.uniform(0.65, 1.35),
+        # Multiscale contrast equalisation (unsharp masking at a large scale) flattens broad contrast.
+        "equalise": rng.uniform(0.0, 0.6),
+        "equalise_mm": rng.uniform(4.0, 16.0),
+        # The VOI LUT: the anatomy's dark and bright percentiles are shown at these grey levels, through a
+        # gamma. Vendors and sites choose very different curves, so no grey level means "bone" by itself.
+        "window_low": rng.uniform(0.03, 0.5),
+        "window_span": rng.uniform(0.25, 0.7),
+        "gamma": float(np.exp(rng.uniform(np.log(0.5), np.log(2.0)))),
+    }
+
+
 def draw_nuisance(seed: int) -> dict:
-    """Draw everything one radiograph's seed changes (pose, framing, exposure), never maturity."""
+    """Draw everything one radiograph's seed changes (pose, framing, exposure, processing), never maturity."""
     rng = np.random.default_rng(seed)
-    return {**draw_pose(rng), **draw_registered_frame(rng), **draw_raw_frame(rng), **draw_exposure(rng)}
+    return {**draw_pose(rng), **draw_registered_frame(rng), **draw_raw_frame(rng), **draw_exposure(rng),
+            **draw_processing(rng)}
 
 
 def frame_pixels_per_mm(pose: dict, shape: tuple[int, int], style: str) -> float:
