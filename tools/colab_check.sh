@@ -73,7 +73,12 @@ step install-colab-set "${PIP[@]}" install -q "${COLAB_PINS[@]}" "${RUNNERS[@]}"
 # The chapters' first cell, from this checkout: nothing preinstalled may change.
 "${PIP[@]}" uninstall -q -y aebonet-lib pydicom >/dev/null 2>&1
 "${PIP[@]}" freeze | sort >"$WORK/freeze-before.txt"
-step install-course "${PIP[@]}" install -q --no-deps "$ROOT" "pydicom>=2.4"
+# From a copy of the files git would commit (tracked and untracked, not ignored), as the git URL would
+# give them: nothing left over from an earlier build (setuptools' build/ in the checkout) gets in.
+mkdir -p "$WORK/src"
+git -C "$ROOT" ls-files -z -co --exclude-standard | tar -C "$ROOT" --null --ignore-failed-read -T - -cf - 2>/dev/null \
+  | tar -C "$WORK/src" -xf -
+step install-course "${PIP[@]}" install -q --no-deps "$WORK/src" "pydicom>=2.4"
 "${PIP[@]}" freeze | sort >"$WORK/freeze-after.txt"
 start=$SECONDS
 diff "$WORK/freeze-before.txt" "$WORK/freeze-after.txt" >"$WORK/freeze.diff"
