@@ -17,7 +17,8 @@
 # their drivers, mounting Google Drive, the Kaggle download of the RSNA data, the install from the
 # git URL, session time limits and disconnects), and the chapters on real data.
 #
-#   tools/colab_check.sh                    # ch1, ch3, ch4 and ch6 (in that order: ch4 reuses ch3's runs)
+#   tools/colab_check.sh                    # ch1-4, ch6 and colab (ch4 and ch6 reuse ch3's and ch4's runs)
+#   COLAB_CHAPTERS="ch3_pretraining ch7_beyond" tools/colab_check.sh   # ch7: about 5 more minutes
 #   COLAB_CHAPTERS="ch1_reading" tools/colab_check.sh
 #   COLAB_VENV=/path/venv COLAB_WORK=/path/scratch COLAB_PYTHON=python3.12 tools/colab_check.sh
 # Not part of the test suite: it installs packages and takes about 10-30 minutes on two cores.
@@ -26,7 +27,7 @@ set -uo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 VENV=${COLAB_VENV:-$(dirname "$ROOT")/colab-venv}
 WORK=${COLAB_WORK:-${TMPDIR:-/tmp}/aebonet-colab-check}
-CHAPTERS=${COLAB_CHAPTERS:-"ch1_reading ch3_pretraining ch4_regression ch6_evaluation"}
+CHAPTERS=${COLAB_CHAPTERS:-"ch1_reading ch2_data ch3_pretraining ch4_regression ch6_evaluation colab"}
 SAMPLE=${COLAB_RSNA_SAMPLE:-$(dirname "$ROOT")/shared/rsna_sample}
 CELL_TIMEOUT=${COLAB_CELL_TIMEOUT:-3600}
 # Colab's preinstalled packages (Python 3.12), as far as we know them.
