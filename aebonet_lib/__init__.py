@@ -9,3 +9,10 @@ tables), ``experiments`` (controls, label efficiency, real data), ``bench`` and 
 """
 
 __version__ = "0.1.0"
+
+import warnings
+
+# Keras 3.10 (Colab's) loads a one-input model with its input as a one-item list, then warns at every
+# call with the image tensor; the call is right, so the chapters hide that one warning, for the input "image".
+warnings.filterwarnings("ignore", category=UserWarning,
+                        message=r"The structure of `inputs` doesn't match the expected structure\.\nExpected: \['image'\]\n")

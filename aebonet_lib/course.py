@@ -77,3 +77,18 @@ def check(exercise: str, test) -> None:
     except AssertionError as err:
         raise AssertionError(f"Exercise {exercise}: not right yet: {err}") from None
     print(f"Exercise {exercise}: correct.")
+
+
+def glue(name: str, value, display: bool = True) -> None:
+    """Glue a value into the book's text with myst_nb where it is installed; elsewhere (Colab) only show it.
+
+    The paired notebooks (book/*.ipynb, the ones Colab opens) import this glue: Colab has no myst_nb.
+    """
+    try:
+        from myst_nb import glue as myst_glue
+    except ImportError:
+        if display:
+            from IPython.display import display as show
+            show(value)
+        return
+    myst_glue(name, value, display)

@@ -64,3 +64,11 @@ def test_paired_notebooks_carry_the_chapter_number_in_their_title():
         title = next("".join(c["source"]) for c in cells if c["cell_type"] == "markdown")
         if number:
             assert title.startswith(f"# {number}. "), f"{source.name}: notebook title {title[:40]!r}"
+
+
+def test_paired_notebooks_do_not_import_myst_nb():
+    """Colab has no myst_nb: the notebooks Colab opens glue through aebonet_lib.course.glue."""
+    for source in book.chapter_sources():
+        cells = json.loads(source.with_suffix(".ipynb").read_text())["cells"]
+        code = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
+        assert "myst_nb" not in code, f"{source.with_suffix('.ipynb').name} imports myst_nb; run make sync"

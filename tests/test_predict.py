@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import shutil
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -180,3 +182,24 @@ def test_demo_table_puts_models_beside_the_mean_baseline(model_path, data):
     assert (table["mae_low"] <= table["mae"]).all() and (table["mae"] <= table["mae_high"]).all()
     text = demo.format_comparison(table)
     assert f"{baseline['mae']:.1f} ({baseline['mae_ci95'][0]:.1f}-{baseline['mae_ci95'][1]:.1f})" in text
+
+
+def test_shipped_models_load_without_the_keys_only_newer_keras_knows():
+    """Colab's older Keras (3.10) rejects config keys Keras 3.15 writes; the copy without them predicts the same."""
+    assert modelfiles._without_newer_keras_defaults({"a": {"renorm": False, "input_axes": None}, "b": [{"renorm": True}]}) \
+        == {"a": {}, "b": [{"renorm": True}]}   # a key that changes the model is kept (and fails on old Keras)
+    for name in predict.shipped_models():
+        for path in sorted((predict.PRETRAINED_DIR / name).glob("*.keras")):
+            model, _ = modelfiles.load_model(path)
+            older = modelfiles._load_for_older_keras(path)
+            x = np.random.default_rng(0).random((2, *model.inputs[0].shape[1:]), dtype="float32")
+            np.testing.assert_allclose(older.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-6)
+
+
+def test_a_model_from_another_keras_that_does_not_load_says_which_keras_saved_it(tmp_path):
+    meta = read_json(predict.PRETRAINED_DIR / predict.shipped_models()[0] / "model.json")
+    (tmp_path / "other.json").write_text(json.dumps({**meta, "keras_version": "99.0"}))
+    with zipfile.ZipFile(tmp_path / "other.keras", "w") as archive:
+        archive.writestr("hello.txt", "not a model")
+    with pytest.raises(AebonetError, match="saved with Keras 99.0 and this is Keras .*: install Keras 99.0 or newer"):
+        modelfiles.load_model(tmp_path / "other.keras")

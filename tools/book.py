@@ -36,6 +36,8 @@ COLAB_EXTRAS = '"pydicom>=2.4"'
 SOLUTION_BLOCK = re.compile(r"^(`{3,}|:{3,})\{solution-start\}.*?^\1\{solution-end\}[^\n]*\n(?:\1[ \t]*\n)?", re.M | re.S)
 # A {glue} role: its value exists only in an executed notebook, and the student edition is not executed.
 GLUE_ROLE = re.compile(r"\{glue(?::\w+)?\}`[^`]+`")
+# Colab has no myst_nb: a paired notebook imports glue from the course instead (myst_nb's where installed).
+MYST_GLUE_IMPORT = re.compile(r"^(\s*)from myst_nb import glue$", re.M)
 STUDENT_STUB_TAG = "student-stub"
 
 
@@ -79,7 +81,8 @@ def notebook_text(source: Path) -> str:
     """Return the paired notebook of a MyST source as .ipynb text, without outputs.
 
     The book numbers its chapters from _toc.yml; a notebook on Colab has no table of contents,
-    so its title gets the number written in ("# 3. Unsupervised pretraining").
+    so its title gets the number written in ("# 3. Unsupervised pretraining"). Colab has no
+    myst_nb either, so the notebook imports `glue` from aebonet_lib.course.
     """
     notebook = jupytext.read(source)
     number = chapter_number(source)
@@ -89,6 +92,8 @@ def notebook_text(source: Path) -> str:
             break
     for number, cell in enumerate(notebook.cells):
         cell.id = f"cell-{number}"  # fixed ids: the same source always gives the same notebook
+        if cell.cell_type == "code":
+            cell.source = MYST_GLUE_IMPORT.sub(r"\1from aebonet_lib.course import glue", cell.source)
     notebook.metadata.pop("jupytext", None)
     notebook.metadata["colab"] = {"provenance": []}
     notebook.metadata["accelerator"] = "GPU"

@@ -41,11 +41,13 @@ def feature_maps(encoder: keras.Model) -> list[str]:
 
 def split_encoder(encoder: keras.Model, layer_name: str | None = None) -> keras.Model:
     """Return a model from the image to [the chosen feature map, the encoder's output] (default: its output)."""
+    # inputs[0] and outputs[0]: a loaded model may give input and output as one-item lists (Keras 3.10 always;
+    # Keras 3.15 for a model saved by 3.10)
     if layer_name is None:
-        return keras.Model(encoder.input, [encoder.output, encoder.output])
+        return keras.Model(encoder.inputs[0], [encoder.outputs[0], encoder.outputs[0]])
     if layer_name not in feature_maps(encoder):
         raise AebonetError(f"layer {layer_name!r}: not a feature map of the encoder; choose one of {feature_maps(encoder)}")
-    return keras.Model(encoder.input, [encoder.get_layer(layer_name).output, encoder.output])
+    return keras.Model(encoder.inputs[0], [encoder.get_layer(layer_name).output, encoder.outputs[0]])
 
 
 def image_input(model: keras.Model):
@@ -56,7 +58,7 @@ def image_input(model: keras.Model):
 def layer_before(model: keras.Model, encoder: keras.Model):
     """Return the layer that feeds the encoder: in aebonet_lib's regressors, the one listed just before it."""
     before = model.layers[model.layers.index(encoder) - 1]
-    if tuple(before.output.shape[1:]) != tuple(encoder.input.shape[1:]):
+    if tuple(before.output.shape[1:]) != tuple(encoder.inputs[0].shape[1:]):
         raise AebonetError(f"model {model.name!r}: cannot find the layer that feeds its encoder; "
                            "gradcam supports regressors built by aebonet_lib.models")
     return before

@@ -8,6 +8,8 @@ output scale and kept epoch). The sidecar is written and read here only.
 from __future__ import annotations
 
 import dataclasses
+import json
+import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -110,13 +112,54 @@ def read_sidecar(path: str | Path) -> ModelMeta:
                            "save the model again with aebonet") from None
 
 
+# Config keys that newer Keras (3.15) writes and older Keras (Colab's 3.10) rejects, each with the value
+# at which leaving it out changes nothing; a model saved on the newer Keras loads on the older without them.
+NEWER_KERAS_DEFAULTS = {"input_axes": None, "output_axes": None, "quantization_config": None,
+                        "renorm": False, "renorm_clipping": None, "renorm_momentum": 0.99}
+
+
+def _without_newer_keras_defaults(config):
+    """Return a model config without the NEWER_KERAS_DEFAULTS keys that hold their default value."""
+    if isinstance(config, dict):
+        return {k: _without_newer_keras_defaults(v) for k, v in config.items()
+                if not (k in NEWER_KERAS_DEFAULTS and v == NEWER_KERAS_DEFAULTS[k])}
+    if isinstance(config, list):
+        return [_without_newer_keras_defaults(v) for v in config]
+    return config
+
+
+def _load_for_older_keras(path: Path) -> keras.Model:
+    """Load a .keras archive from a copy whose config.json leaves out what only newer Keras reads."""
+    with tempfile.TemporaryDirectory() as tmp, zipfile.ZipFile(path) as archive:
+        copy = Path(tmp) / path.name
+        with zipfile.ZipFile(copy, "w") as out:
+            for item in archive.infolist():
+                data = archive.read(item.filename)
+                if item.filename == "config.json":
+                    data = json.dumps(_without_newer_keras_defaults(json.loads(data))).encode()
+                out.writestr(item, data)
+        return keras.saving.load_model(copy, safe_mode=True, compile=False)
+
+
 def load_model(path: str | Path) -> tuple[keras.Model, ModelMeta]:
-    """Load a model saved by `save_model` in Keras's safe mode; return it with its sidecar."""
+    """Load a model saved by `save_model` in Keras's safe mode; return it with its sidecar.
+
+    A model saved with a newer Keras than this one (the shipped models on Colab's older Keras) is
+    loaded again without the config keys only newer Keras knows, when they hold their defaults.
+    """
     meta = read_model_meta(path)
     try:
         model = keras.saving.load_model(path, safe_mode=True, compile=False)
     except Exception as e:  # Keras raises many types for a damaged archive
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if meta.keras_version != keras.__version__:
+            try:
+                return _load_for_older_keras(Path(path)), meta
+            except Exception:
+                pass
+            raise AebonetError(f"{path}: could not load the model ({reason}); it was saved with Keras "
+                               f"{meta.keras_version} and this is Keras {keras.__version__}: "
+                               f"install Keras {meta.keras_version} or newer") from None
         raise AebonetError(f"{path}: could not load the model ({reason}); "
                            "the file is damaged or not an aebonet model") from None
     return model, meta
