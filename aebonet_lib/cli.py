@@ -194,6 +194,7 @@ def run_report(args: argparse.Namespace) -> int:
 
 
 EXPERIMENT_OPTIONS = {"fractions": ("label-efficiency", "real"), "part": ("real",), "collect_only": ("real",), "steps": ("label-efficiency",),
+                      "encoder": ("label-efficiency",),
                       "epochs": ("sex-input", "decoder"), "pretrain": ("label-efficiency", "sex-input"),
                       "pretrain_epochs": ("label-efficiency", "sex-input", "decoder"),
                       "size": ("label-efficiency", "sex-input", "decoder"),
@@ -201,7 +202,9 @@ EXPERIMENT_OPTIONS = {"fractions": ("label-efficiency", "real"), "part": ("real"
 
 
 def check_experiment_options(args: argparse.Namespace) -> None:
-    """Refuse an option that the chosen experiment does not take."""
+    """Refuse an option that the chosen experiment does not take, and --encoder with --pretrain."""
+    if getattr(args, "encoder", None) and args.pretrain:
+        raise AebonetError("--encoder and --pretrain: give one (an encoder pretrained elsewhere, or a run to pretrain in)")
     for option, allowed in EXPERIMENT_OPTIONS.items():
         if getattr(args, option) not in (None, False) and args.name not in allowed:
             raise AebonetError(f"--{option.replace('_', '-')} does not apply to the {args.name} experiment; "
@@ -218,7 +221,8 @@ def start_experiment(args: argparse.Namespace):
     common = {"source": args.data, "preset": preset, "config": config, "num_seeds": args.seeds, "out_dir": args.out,
               "pretrain_epochs": args.pretrain_epochs, "resume": args.resume}
     if args.name == "label-efficiency":
-        return studies.label_efficiency(**common, fractions=args.fractions, steps=args.steps, pretrain_run=args.pretrain)
+        return studies.label_efficiency(**common, fractions=args.fractions, steps=args.steps, pretrain_run=args.pretrain,
+                                        encoder=args.encoder)
     if args.name == "sex-input":
         return studies.sex_input_experiment(**common, num_epochs=args.epochs, pretrain_run=args.pretrain)
     return studies.decoder_experiment(**common, num_epochs=args.epochs)

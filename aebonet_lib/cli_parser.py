@@ -194,6 +194,9 @@ def add_experiment(sub) -> None:
     p.add_argument("--pretrain-epochs", type=positive_int, help="autoencoder epochs when pretraining here (default: the preset's)")
     p.add_argument("--pretrain", type=Path, metavar="RUN",
                    help="label-efficiency, sex-input: pretraining run folder to reuse (or to pretrain in)")
+    p.add_argument("--encoder", type=Path, metavar="ENCODER",
+                   help="label-efficiency: an encoder pretrained on other images (such as phantoms: RUN/encoder.keras), "
+                        "used as it is instead of pretraining on this data")
     p.add_argument("--size", type=positive_int, help="override the preset's image size (pixels)")
     p.add_argument("--width", type=float, help="override the preset's width multiplier on filter counts")
     p.add_argument("--resume", action="store_true", help="continue an interrupted experiment in --out")

@@ -2,13 +2,22 @@
 
     .venv/bin/python benchmarks/phantom_realism.py report [--n 500] [--style raw] [--out FILE.csv]
     .venv/bin/python benchmarks/phantom_realism.py table [--n 500] [--before WORKTREE] [--out FILE.csv]
-    .venv/bin/python benchmarks/phantom_realism.py sim2real MODEL [--real DIR] [--out FILE.json]
+    .venv/bin/python benchmarks/phantom_realism.py sim2real MODEL [--name NAME] [--real DIR] [--out FILE.json]
+    .venv/bin/python benchmarks/phantom_realism.py train PHANTOM_DIR --out DIR [--preset rsna-class] [--pretrain]
+        [--normalize] [--clahe] [--augment] [--seed S] [--real DIR]
+    .venv/bin/python benchmarks/phantom_realism.py collect DIR [DIR ...] --out FILE.csv
+    .venv/bin/python benchmarks/phantom_realism.py pretraining --phantom-runs RUNS --real-runs RUNS --out FILE.csv
     .venv/bin/python benchmarks/phantom_realism.py finetune ENCODER --fraction F --runs DIR [--real DIR]
 
 `report` prints the realism table (`aebonet_lib.phantom.realism`): phantom and real on the same
 measures. `table` does it for both styles and, with `--before` (a worktree of an older commit,
 `git worktree add /tmp/old-phantom fdbc06e`), for the phantom as it was there. `sim2real` tests a model trained only on phantoms on the real validation split (the
 paper's split of ../shared/rsna_bone_age_256, 2,323 images) beside the mean predictor.
+`train` trains a model on the phantoms of PHANTOM_DIR only (written by `aebonet phantom`) and tests
+it on the real validation and test splits (`aebonet_lib.experiments.sim2real`), writing DIR/sim2real.json;
+`collect` turns several such folders into one table (results/phantom/sim2real.csv).
+`pretraining` tests chapter 7's three arms (autoencoder pretrained on phantoms, on the real images,
+not at all) on the real validation and test splits (results/phantom/label_efficiency.csv).
 `finetune` fine-tunes AE-BoNet from an encoder (say, pretrained on phantoms) on a fraction of the
 real labels, with the recipe of `aebonet experiment real` (preset rsna-cpu), and tests it.
 """
@@ -79,21 +88,22 @@ def table(n: int, before: Path | None, real_dir: Path):
     return result
 
 
-def sim2real(model_path: Path, real_dir: Path) -> dict:
-    """Return the MAE (95 % CI) on the real validation and test splits of a model, beside the training labels' mean."""
-    from aebonet_lib.evaluation import metrics, predict
+def sim2real(model_path: Path, real_dir: Path, name: str) -> dict:
+    """Return the MAE (95 % CI) of any regressor on the real validation and test splits, beside the mean predictor.
 
-    data, _ = real_data(real_dir)
-    model, _ = predict.load_regressor(model_path)
-    mean = float(np.mean(data.y[data.splits["train"]]))
-    result = {"model": str(model_path), "real": str(real_dir), "train_label_mean": mean}
-    for split in ("val", "test"):
+    The result has the layout of `experiments.sim2real.run` (no recipe), so that `collect` puts a
+    model trained on real labels beside the phantom-trained ones as a reference.
+    """
+    from aebonet_lib.evaluation import predict
+    from aebonet_lib.experiments import sim2real as sim2real_lib
+
+    model, meta = predict.load_regressor(model_path)
+    data = sim2real_lib.load_real(real_dir, meta.params.image_size, meta.params.clahe, meta.params.normalize)
+    result = {"name": name, "model": str(model_path), "recipe": {}, "n_phantoms": 0, "phantom_val_mae": None,
+              **sim2real_lib.test_on_real(model_path, data)}
+    for split in sim2real_lib.SPLITS:
         index = data.splits[split]
-        y, y_hat = data.y[index], predict.predict_arrays(model, data.X[index], progress=False)
-        result[split] = {"n": len(index), **metrics.mae_with_ci(y, y_hat),
-                         "mean_predictor_mae": metrics.mae(y, np.full(len(y), mean)),
-                         "predicted_sd": float(np.std(y_hat)), "corr": float(np.corrcoef(y, y_hat)[0, 1]),
-                         **what_predictions_follow(data.X[index], y_hat)}
+        result[split].update(what_predictions_follow(data.X[index], predict.predict_arrays(model, data.X[index])))
     return result
 
 
@@ -117,6 +127,45 @@ def finetune(encoder: Path, fraction: float, runs_dir: Path, real_dir: Path) -> 
             **{split: read_json(run_dir / split / "metrics.json")["mae"] for split in real.EVAL_SPLITS}}
 
 
+def pretraining(phantom_runs: Path, real_runs: Path, preset: str, real_dir: Path):
+    """Return chapter 7's three arms (pretrained on phantoms, on real images, not at all) tested on val and test.
+
+    `phantom_runs` and `real_runs` are the runs/ folders of two label-efficiency experiments on the
+    real set, the first with `--encoder` (pretrained on phantoms). Each arm's absolute errors are
+    averaged over its seeds per image, then compared with scratch's on the same images (paired bootstrap).
+    """
+    import pandas as pd
+
+    from aebonet_lib.config import get_config
+    from aebonet_lib.data.loading import load_data
+    from aebonet_lib.evaluation import metrics, predict
+    from aebonet_lib.experiments import protocol
+
+    config = get_config(preset)
+    data = load_data(real_dir, config.image_size, seed=config.seed, split=config.split, progress=False)
+    arms = {"phantom images": (phantom_runs, protocol.PRETRAINED), "real training images": (real_runs, protocol.PRETRAINED),
+            "none (scratch)": (real_runs, protocol.SCRATCH)}
+    rows = []
+    for fraction in protocol.get_budget(preset).fractions:
+        for split in ("val", "test"):
+            index = data.splits[split]
+            errors, runs = {}, {}
+            for arm, (folder, name) in arms.items():
+                runs[arm] = sorted(folder.glob(f"labels-{fraction:g}/seed-*/{name}/model.keras"))
+                errors[arm] = np.mean([np.abs(predict.predict_arrays(predict.load_regressor(m)[0], data.X[index])
+                                              - data.y[index]) for m in runs[arm]], axis=0)
+            zero = np.zeros(len(index), np.float32)
+            for arm in arms:
+                row = {"preset": preset, "fraction": fraction, "pretraining": arm, "split": split, "seeds": len(runs[arm]),
+                       **metrics.mae_with_ci(zero, errors[arm])}
+                if arm != "none (scratch)":
+                    gain = metrics.paired_bootstrap(zero, errors[arm], errors["none (scratch)"])
+                    row.update(minus_scratch=gain["mae_difference"], minus_scratch_low=gain["ci95"][0],
+                               minus_scratch_high=gain["ci95"][1])
+                rows.append({**row, "runs": " ".join(str(m.parent) for m in runs[arm])})
+    return pd.DataFrame(rows)
+
+
 def main() -> None:
     """Run one of report, sim2real or finetune and print (and optionally write) its result."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -131,7 +180,23 @@ def main() -> None:
     p.add_argument("--out", type=Path)
     p = sub.add_parser("sim2real")
     p.add_argument("model", type=Path)
+    p.add_argument("--name", default="model", help="the row's name in the collected table")
     p.add_argument("--out", type=Path)
+    p = sub.add_parser("train")
+    p.add_argument("phantoms", type=Path, help="a phantom dataset folder (aebonet phantom --out DIR)")
+    p.add_argument("--out", type=Path, required=True, help="folder for the runs and sim2real.json (resumes)")
+    p.add_argument("--preset", default="rsna-class")
+    for flag in ("--pretrain", "--normalize", "--clahe", "--augment"):
+        p.add_argument(flag, action="store_true")
+    p.add_argument("--seed", type=int, default=0)
+    p = sub.add_parser("collect")
+    p.add_argument("folders", nargs="+", type=Path)
+    p.add_argument("--out", type=Path, required=True)
+    p = sub.add_parser("pretraining")
+    p.add_argument("--phantom-runs", type=Path, required=True, help="runs/ of the label-efficiency experiment run with --encoder")
+    p.add_argument("--real-runs", type=Path, required=True, help="runs/ of the one pretrained on the real images")
+    p.add_argument("--preset", default="rsna-class")
+    p.add_argument("--out", type=Path, required=True)
     p = sub.add_parser("finetune")
     p.add_argument("encoder", type=Path)
     p.add_argument("--fraction", type=float, required=True)
@@ -151,13 +216,39 @@ def main() -> None:
             with atomic_write(args.out) as f:
                 result.to_csv(f, float_format="%.4f", lineterminator="\n")
         return
-    result = sim2real(args.model, args.real) if args.what == "sim2real" else finetune(args.encoder, args.fraction, args.runs, args.real)
+    if args.what == "pretraining":
+        from aebonet_lib.runs.files import atomic_write
+
+        result = pretraining(args.phantom_runs, args.real_runs, args.preset, args.real)
+        print(result.drop(columns="runs").to_string(float_format=lambda x: f"{x:.2f}"))
+        with atomic_write(args.out) as f:
+            result.to_csv(f, index=False, float_format="%.4f", lineterminator="\n")
+        return
+    if args.what == "collect":
+        from aebonet_lib.experiments import sim2real as sim2real_lib
+        from aebonet_lib.runs.files import atomic_write
+
+        result = sim2real_lib.collect(args.folders)
+        print(result[["name", "split", "mae", "mean_predictor_mae", "minus_mean_predictor", "minus_low", "minus_high",
+                      "corr_with_age"]].to_string(float_format=lambda x: f"{x:.2f}"))
+        with atomic_write(args.out) as f:
+            result.to_csv(f, index=False, float_format="%.4f", lineterminator="\n")
+        return
+    if args.what == "train":
+        from aebonet_lib.experiments import sim2real as sim2real_lib
+
+        recipe = sim2real_lib.Recipe(args.preset, args.pretrain, args.clahe, args.normalize, args.augment, args.seed)
+        result = sim2real_lib.run(args.phantoms, args.real, recipe, args.out)
+    elif args.what == "sim2real":
+        result = sim2real(args.model, args.real, args.name)
+    else:
+        result = finetune(args.encoder, args.fraction, args.runs, args.real)
     result["command"] = " ".join(sys.argv)
     print(json.dumps(result, indent=1))
     if getattr(args, "out", None):
         from aebonet_lib.runs.files import write_json
 
-        write_json(args.out, result)
+        write_json(args.out / "sim2real.json" if args.what == "train" else args.out, result)
 
 
 if __name__ == "__main__":

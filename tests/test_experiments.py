@@ -264,8 +264,26 @@ def test_cli_reuses_a_finished_pretraining_run_and_lists_its_files(label_experim
     assert f"wrote {out / 'label_efficiency.png'}" in printed and f"wrote {out / 'label_efficiency.csv'}" in printed
 
 
+def test_cli_fine_tunes_from_an_encoder_pretrained_on_other_images(tmp_path, capsys):
+    # Chapter 7's third arm: an encoder pretrained elsewhere (here another phantom draw) is used as it is.
+    tiny = ["--size", "32", "--width", "0.125"]
+    assert main(["pretrain", "--data", "phantom:60", *tiny, "--epochs", "2", "--seed", "1", "--out", str(tmp_path / "ae")]) == 0
+    encoder = tmp_path / "ae" / "encoder.keras"
+    out = tmp_path / "cli"
+    assert main(["experiment", "label-efficiency", "--data", TINY_DATA, *tiny, "--fractions", "1", "--steps", "2",
+                 "--encoder", str(encoder), "--out", str(out)]) == 0
+    assert read_json(out / "runs" / "labels-1" / "seed-0" / "pretrained" / "config.json")["encoder"] == str(encoder.resolve())
+    assert not (out / "runs" / "pretrain").exists()
+    assert read_json(out / "label_efficiency.json")["pretrain_run"] == str(encoder.resolve())
+    capsys.readouterr()
+    assert main(["experiment", "label-efficiency", "--encoder", str(encoder), "--pretrain", "runs/ae",
+                 "--out", str(tmp_path / "both")]) == 2
+    assert "--encoder and --pretrain: give one" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("argv, message", [
     (["experiment", "sex-input", "--fractions", "0.1,1"], "--fractions does not apply to the sex-input experiment"),
+    (["experiment", "sex-input", "--encoder", "ae/encoder.keras"], "--encoder does not apply to the sex-input"),
     (["experiment", "decoder", "--pretrain", "runs/ae"], "--pretrain does not apply to the decoder experiment"),
     (["experiment", "label-efficiency", "--epochs", "3"], "--epochs does not apply to the label-efficiency"),
 ])

@@ -159,3 +159,15 @@ def test_phantom_grid(tmp_path):
     assert [ax.get_title() for ax in fig.axes] == ["girl, 1 y 0 m", "girl, 10 y 0 m", "boy, 1 y 0 m", "boy, 10 y 0 m"]
     assert fig.axes[0].images[0].get_array().shape == (64, 64)
     assert_saves(fig, tmp_path / "phantoms.png")
+
+
+def test_sim2real_figure_has_a_panel_per_split_and_a_row_per_model(tmp_path):
+    rows = [{"name": name, "preset": preset, "split": split, "mae": mae, "ci_low": mae - 1, "ci_high": mae + 1,
+             "mean_predictor_mae": 33.0}
+            for name, preset, mae in (("phantom model", "rsna-class", 31.0), ("real model", None, 18.0))
+            for split in ("val", "test")]
+    fig = plots.plot_sim2real(pd.DataFrame(rows))
+    assert len(fig.axes) == 2 and [t.get_text() for t in fig.axes[0].get_yticklabels()] == ["phantom model", "real model"]
+    assert "predicting the mean (33.0)" in fig.axes[1].get_xlabel()
+    plots.save_figure(fig, tmp_path / "sim2real.png")
+    assert (tmp_path / "sim2real.png").stat().st_size > 0

@@ -283,3 +283,28 @@ def plot_label_efficiency(df: pd.DataFrame) -> Figure:
     ax.set(xlabel="labels used (% of training set)", ylabel="test MAE (months)", title=f"Label efficiency (bars: {bars})")
     ax.legend(title="arm")
     return fig
+
+
+def plot_sim2real(table: pd.DataFrame) -> Figure:
+    """Draw each model's MAE on real radiographs (95 % CI) per split, beside the mean predictor (chapter 7, sim-to-real).
+
+    `table` has one row per model and split (experiments.sim2real.collect); rows without a
+    preset are models trained on real labels, drawn in another colour as the reference.
+    """
+    set_style()
+    splits = list(dict.fromkeys(table.split))
+    names = list(dict.fromkeys(table.name))
+    fig, axes = plt.subplots(1, len(splits), figsize=(4.6 * len(splits), 0.42 * len(names) + 1.4), sharey=True)
+    axes = np.atleast_1d(axes)
+    for ax, split in zip(axes, splits):
+        rows = table[table.split == split].set_index("name").reindex(names)
+        for y, row in enumerate(rows.itertuples()):
+            color = "#1b7837" if isinstance(row.preset, str) else "#4393c3"
+            ax.errorbar(row.mae, y, xerr=[[row.mae - row.ci_low], [row.ci_high - row.mae]], fmt="o", color=color,
+                        capsize=3)
+        floor = rows["mean_predictor_mae"].mean()
+        ax.axvline(floor, color="#7f7f7f", linestyle="--")
+        ax.set_xlabel(f"MAE on real {split} images (months)\ndashed: predicting the mean ({floor:.1f})")
+    axes[0].set_yticks(np.arange(len(names)), names)
+    axes[0].invert_yaxis()  # the axes share y: invert once
+    return fig

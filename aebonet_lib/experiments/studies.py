@@ -80,12 +80,14 @@ def label_efficiency(source: str = "phantom", preset: str = "cpu", fractions: tu
                      num_seeds: int | None = None, out_dir: str | Path | None = None,
                      pretrain_run: str | Path | None = None, steps: int | None = None,
                      pretrain_epochs: int | None = None, resume: bool = False, config: Config | None = None,
-                     cache_root: str | Path | None = None, n_boot: int = 2000, progress: bool = True) -> pd.DataFrame:
+                     cache_root: str | Path | None = None, n_boot: int = 2000, progress: bool = True,
+                     encoder: str | Path | None = None) -> pd.DataFrame:
     """Measure whether pretraining reduces the labels needed: AE-BoNet against the control per label fraction (chapter 7).
 
     The autoencoder is pretrained once on all training images, without labels, in
     `pretrain_run` (reused, or resumed, when it holds a run; by default out_dir/runs/pretrain,
-    with `pretrain_epochs`). For each fraction of the training split's labels and each seed,
+    with `pretrain_epochs`), unless `encoder` names one pretrained elsewhere (on phantoms, say),
+    which is then used as it is. For each fraction of the training split's labels and each seed,
     AE-BoNet (pretrained encoder) and the from-scratch control are fine-tuned on the same
     seeded random subset for the same gradient steps (module docstring), validated on the
     whole val split and tested on the same test images. Returns one row per (fraction, arm):
@@ -98,9 +100,13 @@ def label_efficiency(source: str = "phantom", preset: str = "cpu", fractions: tu
                                             "pretrain_epochs": pretrain_epochs})
     with experiment_folder(out_dir, resume) as folder:
         data = experiment_data(source, config, cache_root, progress)
-        pretrain_dir = pretrain_folder(pretrain_run, folder)
-        encoder, data = pretrained_encoder(data, config, pretrain_dir, own_pretrain_epochs(budget, pretrain_run,
-                                                                                          pretrain_epochs), progress)
+        if encoder is None:
+            pretrain_dir = pretrain_folder(pretrain_run, folder)
+            encoder, data = pretrained_encoder(data, config, pretrain_dir, own_pretrain_epochs(budget, pretrain_run,
+                                                                                              pretrain_epochs), progress)
+        else:
+            pretrain_dir = Path(encoder).resolve()
+            training.check_encoder(pretrain_dir, config)
         runs = label_efficiency_runs(data, config, encoder, budget, folder / "runs", n_boot, progress)
         table = label_efficiency_table(runs, folder / "runs", n_boot, config.seed)
         if out_dir is not None:

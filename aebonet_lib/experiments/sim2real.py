@@ -1,0 +1,149 @@
+"""Sim-to-real: a model trained only on phantoms, tested on real radiographs (issue 12, chapter 7).
+
+The phantom earns its place as the course's offline dataset only if what a network learns on
+it is true of real hands. The test: train AE-BoNet (or the from-scratch control) on phantoms
+alone, then predict the bone age of the real RSNA images of the paper's validation and test
+splits, beside the mean predictor, which every model must beat. No real label is used in
+training; the real training split gives only the mean the floor predicts.
+
+A recipe (`Recipe`) says how the phantom-trained model is made: the preset (size, width,
+epochs), whether the autoencoder is pretrained on the phantoms first, and what both sides'
+images go through (percentile normalization and CLAHE, `data.preprocess`) and whether
+training augments them (`data.pipeline.augment_batch`). The command behind each shipped
+row is `benchmarks/phantom_realism.py train`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from aebonet_lib.config import PAPER_SPLIT, get_config
+from aebonet_lib.data.loading import BoneAgeData, load_data
+from aebonet_lib.evaluation import metrics, predict
+from aebonet_lib.runs.files import read_json, write_json
+
+SPLITS = ("val", "test")
+RESULTS = Path(__file__).resolve().parents[1] / "results" / "phantom"
+RESULTS_CSV = RESULTS / "sim2real.csv"  # benchmarks/phantom_realism.py train ..., then collect
+PRETRAINING_CSV = RESULTS / "label_efficiency.csv"  # chapter 7's third arm: pretrained on phantoms, fine-tuned on real labels
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Hold how a phantom-trained model is made: preset, pretraining, preprocessing, augmentation, seed."""
+
+    preset: str = "rsna-class"
+    pretrain: bool = False  # pretrain the autoencoder on the phantoms first (AE-BoNet), else the scratch control
+    clahe: bool = False
+    normalize: bool = False
+    augment: bool = False
+    seed: int = 0
+
+    def name(self) -> str:
+        """Return a short name such as 'aebonet-norm-clahe-aug-s0' (prefixed by the preset unless it is rsna-class)."""
+        parts = [self.preset] * (self.preset != Recipe.preset) + ["aebonet" if self.pretrain else "scratch"]
+        parts += ["norm"] * self.normalize + ["clahe"] * self.clahe + ["aug"] * self.augment
+        return "-".join(parts + [f"s{self.seed}"])
+
+
+def load_phantoms(folder: str | Path, recipe: Recipe) -> BoneAgeData:
+    """Load a phantom dataset folder (written by `aebonet phantom`) at the recipe's size and preprocessing."""
+    config = get_config(recipe.preset)
+    return load_data(folder, config.image_size, seed=0, split=config.split, clahe=recipe.clahe,
+                     normalize=recipe.normalize, progress=False)
+
+
+def load_real(real_dir: str | Path, image_size: int, clahe: bool, normalize: bool) -> BoneAgeData:
+    """Load the real set with the paper's split (seed 0), prepared as a model's training images were."""
+    return load_data(real_dir, image_size, seed=0, split=PAPER_SPLIT, clahe=clahe, normalize=normalize, progress=False)
+
+
+def train_on_phantoms(phantoms: BoneAgeData, recipe: Recipe, out_dir: str | Path) -> Path:
+    """Pretrain (if the recipe says so) and train a regressor on phantoms only; return its model.keras (resumes)."""
+    from aebonet_lib.runs import training
+
+    out_dir = Path(out_dir)
+    config = get_config(recipe.preset, augment=recipe.augment, seed=recipe.seed)
+    encoder = None
+    if recipe.pretrain:
+        pretrain_dir = out_dir / "pretrain"
+        training.pretrain(phantoms, config, pretrain_dir, resume=pretrain_dir.exists(), progress=False)
+        encoder = pretrain_dir / "encoder.keras"
+    run_dir = out_dir / "regressor"
+    training.train(phantoms, config, run_dir, backbone="aebonet" if encoder else "scratch", encoder=encoder,
+                   resume=run_dir.exists(), progress=False)
+    return run_dir / "model.keras"
+
+
+def test_on_real(model_path: str | Path, real: BoneAgeData, n_boot: int = 2000) -> dict:
+    """Return, per split, the model's MAE (95 % CI), the mean predictor's, their paired difference and the correlation with age."""
+    model, _ = predict.load_regressor(model_path)
+    mean = float(np.mean(real.y[real.splits["train"]]))
+    result = {}
+    for split in SPLITS:
+        index = real.splits[split]
+        y, y_hat = real.y[index], predict.predict_arrays(model, real.X[index])
+        floor = np.full(len(y), mean, np.float32)
+        gain = metrics.paired_bootstrap(y, y_hat, floor, n_boot=n_boot)
+        result[split] = {**metrics.mae_with_ci(y, y_hat, n_boot=n_boot), "mean_predictor_mae": metrics.mae(y, floor),
+                         "minus_mean_predictor": gain["mae_difference"], "minus_low": gain["ci95"][0],
+                         "minus_high": gain["ci95"][1], "corr_with_age": float(np.corrcoef(y, y_hat)[0, 1]),
+                         "predicted_sd": float(np.std(y_hat))}
+    return result
+
+
+def run(phantom_dir: str | Path, real_dir: str | Path, recipe: Recipe, out_dir: str | Path) -> dict:
+    """Train on the phantoms in `phantom_dir` with `recipe`, test on the real set; write and return out_dir/sim2real.json."""
+    out_dir = Path(out_dir)
+    start = time.perf_counter()
+    phantoms = load_phantoms(phantom_dir, recipe)
+    model = train_on_phantoms(phantoms, recipe, out_dir)
+    seconds = time.perf_counter() - start
+    model_meta = predict.check_regressor(model)
+    real = load_real(real_dir, model_meta.params.image_size, recipe.clahe, recipe.normalize)
+    phantom_val = phantoms.splits["val"]
+    result = {"recipe": dataclasses.asdict(recipe), "name": recipe.name(), "phantoms": str(phantom_dir),
+              "n_phantoms": len(phantoms.y), "train_seconds": round(seconds, 1),
+              "phantom_val_mae": metrics.mae(phantoms.y[phantom_val], predict.predict_arrays(
+                  predict.load_regressor(model)[0], phantoms.X[phantom_val])),
+              **test_on_real(model, real)}
+    write_json(out_dir / "sim2real.json", result)
+    return result
+
+
+def result_rows(result: dict) -> list[dict]:
+    """Return one table row per real split of a sim2real.json result (a model trained on real labels has no recipe)."""
+    recipe = result["recipe"] or {"preset": None}
+    return [{"name": result["name"], **recipe, "n_phantoms": result["n_phantoms"], "split": split,
+             "phantom_val_mae": result["phantom_val_mae"], **result[split]} for split in SPLITS]
+
+
+def collect(paths: list[str | Path]) -> pd.DataFrame:
+    """Return the table of several sim2real results (run folders holding sim2real.json, or JSON files), one row per split."""
+    files = [Path(p) / "sim2real.json" if Path(p).is_dir() else Path(p) for p in paths]
+    return pd.DataFrame([row for path in files for row in result_rows(read_json(path))])
+
+
+def read_results(path: str | Path = RESULTS_CSV) -> pd.DataFrame:
+    """Return the shipped sim-to-real table (results/phantom/sim2real.csv)."""
+    return pd.read_csv(path)
+
+
+def read_pretraining(path: str | Path = PRETRAINING_CSV) -> pd.DataFrame:
+    """Return the shipped label-efficiency runs with phantom, real and no pretraining (results/phantom/label_efficiency.csv)."""
+    return pd.read_csv(path)
+
+
+def describe(row) -> str:
+    """Return a recipe in words, such as 'AE-BoNet, equalised, augmented' (a model trained on real labels says so)."""
+    if not isinstance(row.preset, str):
+        return f"{'AE-BoNet' if 'aebonet' in row.name else 'from scratch'}, trained on the real labels"
+    words = ["AE-BoNet" if row.pretrain else "from scratch"] + [row.preset] * (row.preset != Recipe.preset)
+    words += ["equalised"] * bool(row.clahe and row.normalize) + ["augmented"] * bool(row.augment)
+    return ", ".join(words)

@@ -1,0 +1,43 @@
+"""Sim-to-real: train on phantoms only, test on another set, beside the mean predictor (experiments.sim2real)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from aebonet_lib import phantom
+from aebonet_lib.experiments import sim2real
+
+pytestmark = pytest.mark.usefixtures("module_cache")
+
+
+def test_recipe_names_say_what_they_do():
+    assert sim2real.Recipe().name() == "scratch-s0" and sim2real.Recipe("rsna-cpu").name() == "rsna-cpu-scratch-s0"
+    assert sim2real.Recipe(pretrain=True, clahe=True, normalize=True, augment=True, seed=2).name() == \
+        "aebonet-norm-clahe-aug-s2"
+
+
+def test_train_on_phantoms_and_test_on_another_set(tmp_path):
+    # A second phantom draw stands in for the real set: the test only checks the plumbing, not realism.
+    phantom.write_dataset(tmp_path / "train", 40, size=64, seed=0, progress=False)
+    phantom.write_dataset(tmp_path / "other", 40, size=64, seed=1, progress=False)
+    recipe = sim2real.Recipe("cpu", pretrain=True, clahe=True, normalize=True, augment=True)
+    result = sim2real.run(tmp_path / "train", tmp_path / "other", recipe, tmp_path / "out")
+    assert (tmp_path / "out" / "pretrain" / "encoder.keras").is_file()
+    assert result["name"] == "cpu-aebonet-norm-clahe-aug-s0" and result["n_phantoms"] == 40
+    for split in sim2real.SPLITS:
+        row = result[split]
+        assert row["n"] > 0 and np.isfinite(row["mae"]) and row["ci_low"] <= row["mae"] <= row["ci_high"]
+        assert row["minus_low"] <= row["minus_mean_predictor"] <= row["minus_high"]
+        assert abs(row["mae"] - row["mean_predictor_mae"] - row["minus_mean_predictor"]) < 1e-3
+    table = sim2real.collect([tmp_path / "out"])
+    assert list(table.split) == list(sim2real.SPLITS) and set(table.name) == {result["name"]}
+    assert table.clahe.all() and table.augment.all()
+
+
+@pytest.mark.skipif(not sim2real.RESULTS_CSV.is_file(), reason="no shipped sim2real table")
+def test_shipped_table_holds_both_real_splits_for_each_run():
+    table = sim2real.read_results()
+    assert set(table.split) == set(sim2real.SPLITS)
+    assert (table.groupby("name").split.count() == 2).all()
+    assert (table.mean_predictor_mae > 25).all() and table.corr_with_age.between(-1, 1).all()
