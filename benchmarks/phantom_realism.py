@@ -4,7 +4,7 @@
     .venv/bin/python benchmarks/phantom_realism.py table [--n 500] [--before WORKTREE] [--out FILE.csv]
     .venv/bin/python benchmarks/phantom_realism.py sim2real MODEL [--name NAME] [--real DIR] [--out FILE.json]
     .venv/bin/python benchmarks/phantom_realism.py train PHANTOM_DIR --out DIR [--preset rsna-class] [--pretrain]
-        [--normalize] [--clahe] [--augment] [--seed S] [--real DIR]
+        [--normalize] [--clahe] [--augment] [--seed S] [--n 3000 --style raw] [--real DIR]
     .venv/bin/python benchmarks/phantom_realism.py collect DIR [DIR ...] --out FILE.csv
     .venv/bin/python benchmarks/phantom_realism.py pretraining --phantom-runs RUNS --real-runs RUNS --out FILE.csv
     .venv/bin/python benchmarks/phantom_realism.py finetune ENCODER --fraction F --runs DIR [--real DIR]
@@ -183,7 +183,9 @@ def main() -> None:
     p.add_argument("--name", default="model", help="the row's name in the collected table")
     p.add_argument("--out", type=Path)
     p = sub.add_parser("train")
-    p.add_argument("phantoms", type=Path, help="a phantom dataset folder (aebonet phantom --out DIR)")
+    p.add_argument("phantoms", type=Path, help="a phantom dataset folder (aebonet phantom --out DIR); written if missing")
+    p.add_argument("--n", type=int, default=3000, help="phantoms to write when the folder holds none (default 3000)")
+    p.add_argument("--style", default="raw", choices=["raw", "registered"], help="their style, when written here")
     p.add_argument("--out", type=Path, required=True, help="folder for the runs and sim2real.json (resumes)")
     p.add_argument("--preset", default="rsna-class")
     for flag in ("--pretrain", "--normalize", "--clahe", "--augment"):
@@ -237,8 +239,9 @@ def main() -> None:
     if args.what == "train":
         from aebonet_lib.experiments import sim2real as sim2real_lib
 
-        recipe = sim2real_lib.Recipe(args.preset, args.pretrain, args.clahe, args.normalize, args.augment, args.seed)
-        result = sim2real_lib.run(args.phantoms, args.real, recipe, args.out)
+        recipe = sim2real_lib.Recipe(args.preset, args.pretrain, args.clahe, args.normalize, args.augment, args.seed,
+                                     args.style)
+        result = sim2real_lib.run(args.phantoms, args.real, recipe, args.out, args.n)
     elif args.what == "sim2real":
         result = sim2real(args.model, args.real, args.name)
     else:

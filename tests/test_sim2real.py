@@ -19,12 +19,12 @@ def test_recipe_names_say_what_they_do():
 
 def test_train_on_phantoms_and_test_on_another_set(tmp_path):
     # A second phantom draw stands in for the real set: the test only checks the plumbing, not realism.
-    phantom.write_dataset(tmp_path / "train", 40, size=64, seed=0, progress=False)
     phantom.write_dataset(tmp_path / "other", 40, size=64, seed=1, progress=False)
-    recipe = sim2real.Recipe("cpu", pretrain=True, clahe=True, normalize=True, augment=True)
-    result = sim2real.run(tmp_path / "train", tmp_path / "other", recipe, tmp_path / "out")
+    recipe = sim2real.Recipe("cpu", pretrain=True, clahe=True, normalize=True, augment=True, style="registered")
+    result = sim2real.run(tmp_path / "train", tmp_path / "other", recipe, tmp_path / "out", n=40)  # writes the phantoms
+    assert (tmp_path / "train" / phantom.LABELS_CSV).is_file()
     assert (tmp_path / "out" / "pretrain" / "encoder.keras").is_file()
-    assert result["name"] == "cpu-aebonet-norm-clahe-aug-s0" and result["n_phantoms"] == 40
+    assert result["name"] == "cpu-registered-aebonet-norm-clahe-aug-s0" and result["n_phantoms"] == 40
     for split in sim2real.SPLITS:
         row = result[split]
         assert row["n"] > 0 and np.isfinite(row["mae"]) and row["ci_low"] <= row["mae"] <= row["ci_high"]
@@ -32,7 +32,8 @@ def test_train_on_phantoms_and_test_on_another_set(tmp_path):
         assert abs(row["mae"] - row["mean_predictor_mae"] - row["minus_mean_predictor"]) < 1e-3
     table = sim2real.collect([tmp_path / "out"])
     assert list(table.split) == list(sim2real.SPLITS) and set(table.name) == {result["name"]}
-    assert table.clahe.all() and table.augment.all()
+    assert table.clahe.all() and table.augment.all() and set(table["style"]) == {"registered"}
+    assert sim2real.describe(next(table.itertuples())) == "AE-BoNet, cpu, registered phantoms, equalised, augmented"
 
 
 @pytest.mark.skipif(not sim2real.RESULTS_CSV.is_file(), reason="no shipped sim2real table")

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from aebonet_lib import phantom
 from aebonet_lib.config import PAPER_SPLIT, get_config
 from aebonet_lib.data.loading import BoneAgeData, load_data
 from aebonet_lib.evaluation import metrics, predict
@@ -44,10 +45,12 @@ class Recipe:
     normalize: bool = False
     augment: bool = False
     seed: int = 0
+    style: str = "raw"  # the phantoms' style (phantom.STYLES), when `run` writes them
 
     def name(self) -> str:
-        """Return a short name such as 'aebonet-norm-clahe-aug-s0' (prefixed by the preset unless it is rsna-class)."""
-        parts = [self.preset] * (self.preset != Recipe.preset) + ["aebonet" if self.pretrain else "scratch"]
+        """Return a short name such as 'aebonet-norm-clahe-aug-s0' (prefixed by preset and style unless the defaults)."""
+        parts = [self.preset] * (self.preset != Recipe.preset) + [self.style] * (self.style != Recipe.style)
+        parts += ["aebonet" if self.pretrain else "scratch"]
         parts += ["norm"] * self.normalize + ["clahe"] * self.clahe + ["aug"] * self.augment
         return "-".join(parts + [f"s{self.seed}"])
 
@@ -98,9 +101,14 @@ def test_on_real(model_path: str | Path, real: BoneAgeData, n_boot: int = 2000) 
     return result
 
 
-def run(phantom_dir: str | Path, real_dir: str | Path, recipe: Recipe, out_dir: str | Path) -> dict:
-    """Train on the phantoms in `phantom_dir` with `recipe`, test on the real set; write and return out_dir/sim2real.json."""
-    out_dir = Path(out_dir)
+def run(phantom_dir: str | Path, real_dir: str | Path, recipe: Recipe, out_dir: str | Path, n: int = 3000) -> dict:
+    """Train on the phantoms in `phantom_dir` with `recipe`, test on the real set; write and return out_dir/sim2real.json.
+
+    Without a dataset in `phantom_dir`, first write `n` phantoms there (256 px, seed 0, the recipe's style).
+    """
+    out_dir, phantom_dir = Path(out_dir), Path(phantom_dir)
+    if not (phantom_dir / phantom.LABELS_CSV).is_file():
+        phantom.write_dataset(phantom_dir, n, size=256, seed=0, style=recipe.style, progress=False)
     start = time.perf_counter()
     phantoms = load_phantoms(phantom_dir, recipe)
     model = train_on_phantoms(phantoms, recipe, out_dir)
@@ -119,7 +127,7 @@ def run(phantom_dir: str | Path, real_dir: str | Path, recipe: Recipe, out_dir: 
 
 def result_rows(result: dict) -> list[dict]:
     """Return one table row per real split of a sim2real.json result (a model trained on real labels has no recipe)."""
-    recipe = result["recipe"] or {"preset": None}
+    recipe = {**dataclasses.asdict(Recipe()), **result["recipe"]} if result["recipe"] else {"preset": None}
     return [{"name": result["name"], **recipe, "n_phantoms": result["n_phantoms"], "split": split,
              "phantom_val_mae": result["phantom_val_mae"], **result[split]} for split in SPLITS]
 
@@ -145,5 +153,6 @@ def describe(row) -> str:
     if not isinstance(row.preset, str):
         return f"{'AE-BoNet' if 'aebonet' in row.name else 'from scratch'}, trained on the real labels"
     words = ["AE-BoNet" if row.pretrain else "from scratch"] + [row.preset] * (row.preset != Recipe.preset)
+    words += [f"{row.style} phantoms"] * (getattr(row, "style", Recipe.style) != Recipe.style)
     words += ["equalised"] * bool(row.clahe and row.normalize) + ["augmented"] * bool(row.augment)
     return ", ".join(words)
