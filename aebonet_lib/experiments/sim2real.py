@@ -135,7 +135,11 @@ def result_rows(result: dict) -> list[dict]:
 def collect(paths: list[str | Path]) -> pd.DataFrame:
     """Return the table of several sim2real results (run folders holding sim2real.json, or JSON files), one row per split."""
     files = [Path(p) / "sim2real.json" if Path(p).is_dir() else Path(p) for p in paths]
-    return pd.DataFrame([row for path in files for row in result_rows(read_json(path))])
+    table = pd.DataFrame([row for path in files for row in result_rows(read_json(path))])
+    first = [c for c in ["name", *dataclasses.asdict(Recipe()), "n_phantoms", "split", "n", "mae", "ci_low", "ci_high",
+                         "mean_predictor_mae", "minus_mean_predictor", "minus_low", "minus_high", "corr_with_age",
+                         "predicted_sd", "phantom_val_mae"] if c in table.columns]
+    return table[first + [c for c in table.columns if c not in first]]
 
 
 def read_results(path: str | Path = RESULTS_CSV) -> pd.DataFrame:

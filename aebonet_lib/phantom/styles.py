@@ -22,7 +22,9 @@ from aebonet_lib.errors import AebonetError
 STYLES = ("registered", "raw")
 # raw is the default: the course's real results are on the RSNA training set, which looks raw
 # (grey or dark plates, markers, hands at varying size); a model trained on registered phantoms
-# meets all of that for the first time on real images.
+# meets all of that for the first time on real images. Measured (results/phantom/sim2real.csv):
+# AE-BoNet trained on 3,000 raw phantoms (equalised, augmented) gets val MAE 31.1 on the real
+# images, below the mean predictor's 32.9; on registered phantoms 44.2.
 DEFAULT_STYLE = "raw"
 
 # The field of view of the registered RSNA images on an adult hand (mm) and its centre.
