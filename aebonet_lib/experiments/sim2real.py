@@ -84,6 +84,11 @@ def train_on_phantoms(phantoms: BoneAgeData, recipe: Recipe, out_dir: str | Path
     return run_dir / "model.keras"
 
 
+def correlation(a: np.ndarray, b: np.ndarray) -> float:
+    """Return Pearson's r, or NaN when either side is constant (a model that predicts one age)."""
+    return float(np.corrcoef(a, b)[0, 1]) if np.std(a) > 0 and np.std(b) > 0 else float("nan")
+
+
 def test_on_real(model_path: str | Path, real: BoneAgeData, n_boot: int = 2000) -> dict:
     """Return, per split, the model's MAE (95 % CI), the mean predictor's, their paired difference and the correlation with age."""
     model, _ = predict.load_regressor(model_path)
@@ -96,7 +101,7 @@ def test_on_real(model_path: str | Path, real: BoneAgeData, n_boot: int = 2000) 
         gain = metrics.paired_bootstrap(y, y_hat, floor, n_boot=n_boot)
         result[split] = {**metrics.mae_with_ci(y, y_hat, n_boot=n_boot), "mean_predictor_mae": metrics.mae(y, floor),
                          "minus_mean_predictor": gain["mae_difference"], "minus_low": gain["ci95"][0],
-                         "minus_high": gain["ci95"][1], "corr_with_age": float(np.corrcoef(y, y_hat)[0, 1]),
+                         "minus_high": gain["ci95"][1], "corr_with_age": correlation(y, y_hat),
                          "predicted_sd": float(np.std(y_hat))}
     return result
 
