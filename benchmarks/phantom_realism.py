@@ -99,11 +99,11 @@ def sim2real(model_path: Path, real_dir: Path, name: str) -> dict:
 
     model, meta = predict.load_regressor(model_path)
     data = sim2real_lib.load_real(real_dir, meta.params.image_size, meta.params.clahe, meta.params.normalize)
+    predictions = sim2real_lib.predict_real(model, data)
     result = {"name": name, "model": str(model_path), "recipe": {}, "n_phantoms": 0, "phantom_val_mae": None,
-              **sim2real_lib.test_on_real(model_path, data)}
-    for split in sim2real_lib.SPLITS:
-        index = data.splits[split]
-        result[split].update(what_predictions_follow(data.X[index], predict.predict_arrays(model, data.X[index])))
+              **sim2real_lib.transfer_measures(data, predictions)}
+    for split, y_hat in predictions.items():
+        result[split].update(what_predictions_follow(data.X[data.splits[split]], y_hat))
     return result
 
 
@@ -154,7 +154,7 @@ def pretraining(phantom_runs: Path, real_runs: Path, preset: str, real_dir: Path
                 runs[arm] = sorted(folder.glob(f"labels-{fraction:g}/seed-*/{name}/model.keras"))
                 errors[arm] = np.mean([np.abs(predict.predict_arrays(predict.load_regressor(m)[0], data.X[index])
                                               - data.y[index]) for m in runs[arm]], axis=0)
-            zero = np.zeros(len(index), np.float32)
+            zero = np.zeros(len(index), np.float32)  # MAE(0, errors) is the mean error: the metrics work on errors too
             for arm in arms:
                 row = {"preset": preset, "fraction": fraction, "pretraining": arm, "split": split, "seeds": len(runs[arm]),
                        **metrics.mae_with_ci(zero, errors[arm])}
@@ -164,6 +164,14 @@ def pretraining(phantom_runs: Path, real_runs: Path, preset: str, real_dir: Path
                                minus_scratch_high=gain["ci95"][1])
                 rows.append({**row, "runs": " ".join(str(m.parent) for m in runs[arm])})
     return pd.DataFrame(rows)
+
+
+def write_csv(table, path: Path, index: bool = False) -> None:
+    """Write a table as CSV atomically, with four decimals."""
+    from aebonet_lib.runs.files import atomic_write
+
+    with atomic_write(path) as f:
+        table.to_csv(f, index=index, float_format="%.4f", lineterminator="\n")
 
 
 def main() -> None:
@@ -213,28 +221,20 @@ def main() -> None:
         result = table(args.n, args.before, args.real)
         print(result.to_string(float_format=lambda x: f"{x:.3f}"))
         if args.out:
-            from aebonet_lib.runs.files import atomic_write
-
-            with atomic_write(args.out) as f:
-                result.to_csv(f, float_format="%.4f", lineterminator="\n")
+            write_csv(result, args.out, index=True)
         return
     if args.what == "pretraining":
-        from aebonet_lib.runs.files import atomic_write
-
         result = pretraining(args.phantom_runs, args.real_runs, args.preset, args.real)
         print(result.drop(columns="runs").to_string(float_format=lambda x: f"{x:.2f}"))
-        with atomic_write(args.out) as f:
-            result.to_csv(f, index=False, float_format="%.4f", lineterminator="\n")
+        write_csv(result, args.out)
         return
     if args.what == "collect":
         from aebonet_lib.experiments import sim2real as sim2real_lib
-        from aebonet_lib.runs.files import atomic_write
 
         result = sim2real_lib.collect(args.folders)
         print(result[["name", "split", "mae", "mean_predictor_mae", "minus_mean_predictor", "minus_low", "minus_high",
                       "corr_with_age"]].to_string(float_format=lambda x: f"{x:.2f}"))
-        with atomic_write(args.out) as f:
-            result.to_csv(f, index=False, float_format="%.4f", lineterminator="\n")
+        write_csv(result, args.out)
         return
     if args.what == "train":
         from aebonet_lib.experiments import sim2real as sim2real_lib

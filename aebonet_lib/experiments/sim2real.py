@@ -89,14 +89,17 @@ def correlation(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.corrcoef(a, b)[0, 1]) if np.std(a) > 0 and np.std(b) > 0 else float("nan")
 
 
-def test_on_real(model_path: str | Path, real: BoneAgeData, n_boot: int = 2000) -> dict:
-    """Return, per split, the model's MAE (95 % CI), the mean predictor's, their paired difference and the correlation with age."""
-    model, _ = predict.load_regressor(model_path)
+def predict_real(model, real: BoneAgeData) -> dict[str, np.ndarray]:
+    """Return a loaded regressor's predicted ages (months) for each real split in SPLITS."""
+    return {split: predict.predict_arrays(model, real.X[real.splits[split]]) for split in SPLITS}
+
+
+def transfer_measures(real: BoneAgeData, predictions: dict[str, np.ndarray], n_boot: int = 2000) -> dict:
+    """Return, per split, the MAE (95 % CI), the mean predictor's, their paired difference and the correlation with age."""
     mean = float(np.mean(real.y[real.splits["train"]]))
     result = {}
-    for split in SPLITS:
-        index = real.splits[split]
-        y, y_hat = real.y[index], predict.predict_arrays(model, real.X[index])
+    for split, y_hat in predictions.items():
+        y = real.y[real.splits[split]]
         floor = np.full(len(y), mean, np.float32)
         gain = metrics.paired_bootstrap(y, y_hat, floor, n_boot=n_boot)
         result[split] = {**metrics.mae_with_ci(y, y_hat, n_boot=n_boot), "mean_predictor_mae": metrics.mae(y, floor),
@@ -118,14 +121,14 @@ def run(phantom_dir: str | Path, real_dir: str | Path, recipe: Recipe, out_dir: 
     phantoms = load_phantoms(phantom_dir, recipe)
     model = train_on_phantoms(phantoms, recipe, out_dir)
     seconds = time.perf_counter() - start
-    model_meta = predict.check_regressor(model)
-    real = load_real(real_dir, model_meta.params.image_size, recipe.clahe, recipe.normalize)
+    regressor, meta = predict.load_regressor(model)
+    real = load_real(real_dir, meta.params.image_size, recipe.clahe, recipe.normalize)
     phantom_val = phantoms.splits["val"]
     result = {"recipe": dataclasses.asdict(recipe), "name": recipe.name(), "phantoms": str(phantom_dir),
               "n_phantoms": len(phantoms.y), "train_seconds": round(seconds, 1),
-              "phantom_val_mae": metrics.mae(phantoms.y[phantom_val], predict.predict_arrays(
-                  predict.load_regressor(model)[0], phantoms.X[phantom_val])),
-              **test_on_real(model, real)}
+              "phantom_val_mae": metrics.mae(phantoms.y[phantom_val],
+                                             predict.predict_arrays(regressor, phantoms.X[phantom_val])),
+              **transfer_measures(real, predict_real(regressor, real))}
     write_json(out_dir / "sim2real.json", result)
     return result
 
@@ -134,6 +137,7 @@ def result_rows(result: dict) -> list[dict]:
     """Return one table row per real split of a sim2real.json result (a model trained on real labels has no recipe)."""
     recipe = {**dataclasses.asdict(Recipe()), **result["recipe"]} if result["recipe"] else {"preset": None}
     return [{"name": result["name"], **recipe, "n_phantoms": result["n_phantoms"], "split": split,
+             "command": result.get("command"),
              "phantom_val_mae": result["phantom_val_mae"], **result[split]} for split in SPLITS]
 
 
@@ -143,7 +147,7 @@ def collect(paths: list[str | Path]) -> pd.DataFrame:
     table = pd.DataFrame([row for path in files for row in result_rows(read_json(path))])
     first = [c for c in ["name", *dataclasses.asdict(Recipe()), "n_phantoms", "split", "n", "mae", "ci_low", "ci_high",
                          "mean_predictor_mae", "minus_mean_predictor", "minus_low", "minus_high", "corr_with_age",
-                         "predicted_sd", "phantom_val_mae"] if c in table.columns]
+                         "predicted_sd", "phantom_val_mae", "command"] if c in table.columns]
     return table[first + [c for c in table.columns if c not in first]]
 
 
