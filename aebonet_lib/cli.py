@@ -193,12 +193,14 @@ def run_report(args: argparse.Namespace) -> int:
     return 0
 
 
-EXPERIMENT_OPTIONS = {"fractions": ("label-efficiency", "real"), "part": ("real",), "collect_only": ("real",), "steps": ("label-efficiency",),
+EXPERIMENT_OPTIONS = {"fractions": ("label-efficiency", "label-grid", "real"), "part": ("real",),
+                      "collect_only": ("real",), "steps": ("label-efficiency", "label-grid"),
                       "encoder": ("label-efficiency",),
                       "epochs": ("sex-input", "decoder"), "pretrain": ("label-efficiency", "sex-input"),
                       "pretrain_epochs": ("label-efficiency", "sex-input", "decoder"),
-                      "size": ("label-efficiency", "sex-input", "decoder"),
-                      "width": ("label-efficiency", "sex-input", "decoder")}
+                      "size": ("label-efficiency", "label-grid", "sex-input", "decoder"),
+                      "width": ("label-efficiency", "label-grid", "sex-input", "decoder"),
+                      "stage": ("label-grid",), "methods": ("label-grid",), "collect": ("label-grid",)}
 
 
 def check_experiment_options(args: argparse.Namespace) -> None:
@@ -236,6 +238,8 @@ def run_experiment(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     if args.name == "real":
         return run_real_experiment(args, start)
+    if args.name == "label-grid":
+        return run_label_grid(args, start)
     table = start_experiment(args)
     print(protocol.format_table(table))
     print("\n".join(f"wrote {path}" for path in sorted(args.out.iterdir()) if path.is_file()))
@@ -254,6 +258,28 @@ def run_real_experiment(args: argparse.Namespace, start: float) -> int:
                          fractions=args.fractions, command=command_line(), part=args.part,
                          collect_only=args.collect_only)
     print(f"runs in {args.out / 'runs'}; {(time.perf_counter() - start) / 60:.1f} minutes")
+    return 0
+
+
+def run_label_grid(args: argparse.Namespace, start: float) -> int:
+    """Run (or resume) the label-efficiency grid in --out; with --collect, write its tables there."""
+    from aebonet_lib.config import get_config
+    from aebonet_lib.data.loading import load_data
+    from aebonet_lib.experiments import grid, grid_results
+
+    preset = args.preset or "cpu"
+    config = get_config(preset, image_size=args.size, width=args.width)
+    plan = grid.get_plan(preset, num_seeds=args.seeds, fractions=args.fractions, steps=args.steps)
+    args.out.mkdir(parents=True, exist_ok=True)
+    if args.collect is None or args.stage is not None:
+        data = load_data(args.data, config.image_size, seed=config.seed, split=config.split,
+                         phantom_n=config.phantom_n, progress=False)
+        grid.label_grid(data, config, plan, args.out, args.stage or "all", args.methods,
+                        log=lambda line: print(f"{time.strftime('%H:%M:%S')} {line}", flush=True))
+    if args.collect is not None:
+        runs = grid_results.collect(args.out, args.collect)
+        print(f"collected {len(runs)} rows into {args.collect}")
+    print(f"grid in {args.out}; {(time.perf_counter() - start) / 60:.1f} minutes")
     return 0
 
 

@@ -179,8 +179,9 @@ def add_experiment(sub) -> None:
     """Add `aebonet experiment`: run an experiment beyond the paper."""
     p = add_command(sub, "experiment", "run an experiment beyond the paper",
                     "aebonet experiment label-efficiency --data phantom --preset cpu --out exp/labels")
-    p.add_argument("name", choices=["label-efficiency", "sex-input", "decoder", "real"],
-                   help="which experiment (real: the paper's experiment and label efficiency on real radiographs)")
+    p.add_argument("name", choices=["label-efficiency", "label-grid", "sex-input", "decoder", "real"],
+                   help="which experiment (real: the paper's experiment on real radiographs; label-grid: pretraining "
+                        "budgets, linear probes and fine-tuning at equal steps, seeds in every interval)")
     p.add_argument("--data", default="phantom", metavar="SRC", help="dataset (default: phantom). " + EPILOG_DATA)
     p.add_argument("--preset", choices=sorted(PRESET_NAMES),
                    help="hyper-parameter preset (default: cpu; rsna-cpu for the real experiment, rsna-class for a quick one)")
@@ -205,6 +206,12 @@ def add_experiment(sub) -> None:
                         "processes; then run once more without --part to collect the results")
     p.add_argument("--collect-only", action="store_true",
                    help="real: train nothing more; collect the results of the runs that have finished")
+    p.add_argument("--stage", choices=["all", "pretrain", "probes", "finetune"], default=None,
+                   help="label-grid: run one stage only (default: all, in that order; rerun to resume)")
+    p.add_argument("--methods", type=lambda text: tuple(text.split(",")), metavar="M,M,...",
+                   help="label-grid: fine-tune only these methods (scratch, autoencoder, masked; default: the grid's)")
+    p.add_argument("--collect", type=Path, metavar="DIR",
+                   help="label-grid: write runs.csv, predictions and summaries of what has finished into DIR")
 
 
 def add_bench(sub) -> None:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from aebonet_lib import paper
 from aebonet_lib.errors import AebonetError
-from aebonet_lib.options import DECODERS, KEEP, LR_SCHEDULES, PRECISIONS, SPLIT_KINDS  # noqa: F401 (re-exported)
+from aebonet_lib.options import DECODERS, KEEP, LR_SCHEDULES, OBJECTIVES, PRECISIONS, SPLIT_KINDS  # noqa: F401 (re-exported)
 
 # The paper's random split of the 12,611 RSNA training images (train / validation / test).
 PAPER_SPLIT_SIZES = paper.SPLIT_SIZES
@@ -40,6 +40,7 @@ class Config:
     l2: float = paper.L2
     sex_input: bool = False  # the paper has none
     # Autoencoder pretraining (paper.py: five stages, 900 epochs)
+    objective: str = "autoencoder"  # "masked": hide half the patches of each training image (beyond the paper)
     ae_stages: tuple[int, ...] = paper.AE_STAGES
     ae_batch_size: int = paper.AE_BATCH_SIZE
     ae_lr: float = paper.AE_LR
@@ -79,6 +80,8 @@ class Config:
             raise AebonetError(f"width {self.width}: must be in (0, 4]")
         if self.decoder not in DECODERS:
             raise AebonetError(f"decoder {self.decoder!r}: choose one of {', '.join(DECODERS)}")
+        if self.objective not in OBJECTIVES:
+            raise AebonetError(f"objective {self.objective!r}: choose one of {', '.join(OBJECTIVES)}")
         if self.lr_schedule not in LR_SCHEDULES:
             raise AebonetError(f"lr_schedule {self.lr_schedule!r}: choose one of {', '.join(LR_SCHEDULES)}")
         if self.keep not in KEEP:

@@ -14,3 +14,4 @@ DECODERS = ("upsample_conv", "conv_upsample", "transpose")
 LR_SCHEDULES = ("constant", "cosine")
 KEEP = ("best", "last")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")  # auto: bf16 on GPUs from compute capability 8.0 and AMX CPUs
+OBJECTIVES = ("autoencoder", "masked")  # pretraining: the paper's reconstruction, or masked patches (beyond the paper)

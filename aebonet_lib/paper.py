@@ -36,6 +36,7 @@ class Settings(Protocol):
     ae_lr: float
     reg_lr: float
     jit: bool
+    objective: str
 
     def scaled_filters(self) -> tuple[int, ...]:
         """Return the filter counts of the four blocks and the bottleneck after the width multiplier."""
@@ -64,6 +65,8 @@ TEST_MAE = 9.3  # months, on the 200 test images
 # Where the paper is silent: what we chose, and why
 
 REG_NUM_EPOCHS = 100  # our choice: the paper gives no epoch count; its Figure 3 curves settle after about ten
+MASK_GRID = 8  # beyond the paper (masked objective): the image cut into 8 x 8 square patches
+MASK_RATIO = 0.5  # beyond the paper (masked objective): half of the patches hidden in each training image
 
 CHOICES = [
     # (topic, what the paper says, what we chose, why)
@@ -79,6 +82,10 @@ CHOICES = [
     ("450 px", "used for Table 5; 450 is not divisible by 16", "pad with zeros at the bottom and right to the next multiple of 16 (464) in the encoder; the decoder crops back", "four 2x poolings need sizes divisible by 16; zeros are the background"),
     ("batch-norm momentum", "not given", "0.99 (Keras's default) in the paper preset, 0.9 in short CPU presets", "moving statistics must settle within a short run"),
     ("output scale", "Dense(1, linear) on months", "off in the paper preset; CPU presets learn age in SD units", "makes short runs converge"),
+    ("masked-image objective", "none: the autoencoder redraws its whole, unmasked input",
+     f"beyond the paper, `--objective masked`: {MASK_RATIO:.0%} of {MASK_GRID} x {MASK_GRID} square patches set to 0 "
+     "in each training image, the whole image the target; same encoder, decoder, loss, optimizer and epochs",
+     "a second pretraining objective at equal compute for the label-efficiency experiment (chapter 7)"),
     ("several GPUs or machines", "one GPU (an RTX 2060)", "batch-norm statistics over the whole global batch (synchronized)", "normalizes as one device with the same batch would; every replica ends with the same weights"),
 ]
 
@@ -141,10 +148,43 @@ def build_decoder(config: Settings) -> keras.Model:
     return keras.Model(code, reconstruction, name="decoder")
 
 
+@keras.saving.register_keras_serializable(package="aebonet")
+class PatchMask(layers.Layer):
+    """Set a random `ratio` of an image's square patches to 0 while training; pass images through otherwise."""
+
+    def __init__(self, patch: int, ratio: float = MASK_RATIO, seed: int | None = None, **kwargs):
+        """Keep the patch side in pixels, the fraction of patches hidden, and the mask's seed."""
+        super().__init__(**kwargs)
+        self.patch, self.ratio, self.seed = int(patch), float(ratio), seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def call(self, images, training=False):
+        """Return the images with about `ratio` of their patches zeroed (training), or unchanged."""
+        if not training:
+            return images
+        size = images.shape[1]
+        side = -(-size // self.patch)  # patches per row, the last one cut by the border
+        draws = keras.random.uniform((keras.ops.shape(images)[0], side, side, 1), seed=self.seed_generator)
+        keep = keras.ops.cast(draws >= self.ratio, images.dtype)
+        mask = keras.ops.repeat(keras.ops.repeat(keep, self.patch, axis=1), self.patch, axis=2)
+        return images * mask[:, :size, :size, :]
+
+    def get_config(self) -> dict:
+        """Return the layer's arguments, so that a saved autoencoder loads."""
+        return {**super().get_config(), "patch": self.patch, "ratio": self.ratio, "seed": self.seed}
+
+
 def build_autoencoder(config: Settings) -> keras.Model:
-    """Return the autoencoder (not compiled): image -> nested "encoder" -> nested "decoder" -> image (chapter 3)."""
+    """Return the autoencoder (not compiled): image -> nested "encoder" -> nested "decoder" -> image (chapter 3).
+
+    With `config.objective == "masked"` (beyond the paper) a PatchMask layer hides half
+    of the image's patches before the encoder while training; the target stays the whole image.
+    """
     image = keras.Input((config.image_size, config.image_size, 1), name="image")
-    reconstruction = build_decoder(config)(build_encoder(config)(image))
+    x = image
+    if getattr(config, "objective", "autoencoder") == "masked":
+        x = PatchMask(max(1, config.image_size // MASK_GRID), MASK_RATIO, name="patch_mask")(x)
+    reconstruction = build_decoder(config)(build_encoder(config)(x))
     return keras.Model(image, reconstruction, name="autoencoder")
 
 
@@ -178,6 +218,8 @@ def pretrain_autoencoder(autoencoder: keras.Model, train_data, val_data, plan=AE
         if end > done:
             autoencoder.fit(train_data, validation_data=val_data, initial_epoch=max(start, done), epochs=end,
                             callbacks=callbacks(stage), verbose=0, shuffle=False)  # tf.data shuffles
+            if autoencoder.stop_training:  # a callback ended the run (held-out loss no longer improving)
+                break
     return autoencoder
 
 
