@@ -259,3 +259,48 @@ def test_no_image_at_all_says_that_no_report_was_written(tmp_path):
     with pytest.raises(AebonetError, match="empty: no usable image: no image found and no problem to report "
                                            r"\(no report written\)"):
         load(tmp_path / "empty", layout="csv", cache_dir=tmp_path / "c")
+
+
+# ---------------------------------------------------------------- a damaged checkpoint on resume
+
+def killed_run(data, config, run_dir, monkeypatch, after_epochs: int):
+    """Train in run_dir until `after_epochs` epochs have ended, then stop as a killed run would."""
+    from aebonet_lib.runs import checkpoints, training
+
+    original = checkpoints.EpochCheckpoint.on_epoch_end
+
+    def killed(self, epoch, logs=None):
+        original(self, epoch, logs)
+        if epoch + 1 == after_epochs:
+            raise RuntimeError("killed")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(checkpoints.EpochCheckpoint, "on_epoch_end", killed)
+        with pytest.raises(RuntimeError, match="killed"):
+            training.train(data, config, run_dir, backbone="scratch", progress=False)
+
+
+def test_a_damaged_checkpoint_resumes_from_the_one_before(tmp_path, monkeypatch):
+    from aebonet_lib.config import get_config
+    from aebonet_lib.runs import checkpoints, training
+
+    config = get_config("cpu", image_size=32, width=0.125, reg_num_epochs=3, precision="fp32", phantom_n=40)
+    data = loading.load_data("phantom:40", 32, split=config.split, cache_root=tmp_path / "cache", progress=False)
+    run_dir = tmp_path / "run"
+    killed_run(data, config, run_dir, monkeypatch, after_epochs=2)
+    state = checkpoints.read_state(run_dir)
+    assert state["epochs_done"] == 2 and state["previous"]["epochs_done"] == 1
+    assert {"epoch_0001.keras", "epoch_0002.keras"} <= {p.name for p in (run_dir / "checkpoint").iterdir()}
+    shutil.copytree(run_dir, tmp_path / "both")
+    latest = run_dir / "checkpoint" / "epoch_0002.keras"
+    latest.write_bytes(latest.read_bytes()[:1000])  # a disk error, or a copy cut short
+    with pytest.warns(UserWarning, match=f"{latest}: damaged checkpoint, cannot be loaded"):
+        training.train(data, config, run_dir, backbone="scratch", resume=True, progress=False)
+    state = checkpoints.read_state(run_dir)
+    assert state["finished"] and state["epochs_done"] == 3
+    assert pd.read_csv(run_dir / "history.csv")["epoch"].tolist() == [0, 1, 2]
+    for name in ("epoch_0001.keras", "epoch_0002.keras"):
+        (tmp_path / "both" / "checkpoint" / name).write_bytes(b"garbage")
+    with pytest.warns(UserWarning), pytest.raises(AebonetError, match="both: cannot be resumed: no checkpoint loads .* "
+                                                                       "start the run again in a new folder"):
+        training.train(data, config, tmp_path / "both", backbone="scratch", resume=True, progress=False)
