@@ -312,7 +312,7 @@ OS_ERRORS = {  # errno -> what happened, and what to do: a user's file system, n
     errno.EACCES: ("permission denied", "choose a path you may write (and read), or change its permissions"),
     errno.EPERM: ("operation not permitted", "choose a path you may write (and read), or change its permissions"),
     errno.EISDIR: ("is a folder where a file is expected", "give a file path"),
-    errno.ENOTDIR: ("part of this path is a file, not a folder", "give a path whose folders are folders"),
+    errno.ENOTDIR: ("part of this path is a file, not a folder", "choose another path, or move that file away"),
     errno.EEXIST: ("already exists", "remove it or choose another path"),
     errno.ENOSPC: ("no space left on the disk", "free some space or write to another disk"),
     errno.EDQUOT: ("disk quota exceeded", "free some space or write to another disk"),

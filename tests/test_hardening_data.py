@@ -249,7 +249,7 @@ def test_no_usable_image_says_what_was_wrong_and_where_the_report_is(tmp_path):
         load(tmp_path / "k", skip_bad=True, cache_dir=tmp_path / "c")
     message = str(error.value)
     assert "no usable image; 5 problem(s): boneage-training-dataset/1000.png row 2: cannot decode" in message
-    assert "; ... and 2 more" in message and f"full list in {tmp_path / 'c' / readers.REPORT_NAME}" in message
+    assert " | ... and 3 more" in message and f"full list in {tmp_path / 'c' / readers.REPORT_NAME}" in message
     assert "None" not in message and "\n" not in message
 
 

@@ -199,13 +199,13 @@ def image_problems(raw: RawDataset, bad: pd.DataFrame) -> list[Problem]:
     return [Problem(relative(Path(p), raw.root), int(row_of[p]) or None, reason) for p, reason in zip(bad["path"], bad["problem"])]
 
 
-def no_image_message(problems: list[Problem], where: str, report: Path | None, shown: int = 3) -> str:
+def no_image_message(problems: list[Problem], where: str, report: Path | None, shown: int = 2) -> str:
     """Return one line saying why a dataset has no usable image: its first problems, their count, and the report."""
     if not problems:
         return (f"{where}: no usable image: no image found and no problem to report (no report written); "
                 "check the folder, --layout and the label file's image column")
-    first = "; ".join(p.line() for p in problems[:shown])
-    more = f"; ... and {len(problems) - shown} more" if len(problems) > shown else ""
+    first = " | ".join(p.line() for p in problems[:shown])
+    more = f" | ... and {len(problems) - shown} more" if len(problems) > shown else ""
     listed = f"full list in {report}" if report else "no report written"
     return f"{where}: no usable image; {len(problems)} problem(s): {first}{more} ({listed}); fix them and prepare again"
 
