@@ -294,8 +294,11 @@ def test_a_damaged_checkpoint_resumes_from_the_one_before(tmp_path, monkeypatch)
     shutil.copytree(run_dir, tmp_path / "both")
     latest = run_dir / "checkpoint" / "epoch_0002.keras"
     latest.write_bytes(latest.read_bytes()[:1000])  # a disk error, or a copy cut short
-    with pytest.warns(UserWarning, match=f"{latest}: damaged checkpoint, cannot be loaded"):
+    with pytest.warns(UserWarning) as warned:
         training.train(data, config, run_dir, backbone="scratch", resume=True, progress=False)
+    said = [str(w.message) for w in warned if "checkpoint" in str(w.message)]
+    assert said[0].startswith(f"{latest}: damaged checkpoint, cannot be loaded (") and len(said) == 2
+    assert said[1] == f"resuming from {run_dir / 'checkpoint' / 'epoch_0001.keras'}, epoch 1, the checkpoint before"
     state = checkpoints.read_state(run_dir)
     assert state["finished"] and state["epochs_done"] == 3
     assert pd.read_csv(run_dir / "history.csv")["epoch"].tolist() == [0, 1, 2]
