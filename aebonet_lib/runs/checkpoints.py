@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 import warnings
+import zipfile
 from pathlib import Path
 
 import keras
@@ -148,6 +149,15 @@ def load_checkpoint(run_dir: Path, name: str) -> keras.Model:
     return keras.saving.load_model(run_dir / "checkpoint" / name, safe_mode=True)
 
 
+def checkpoint_problem(path: Path, error: Exception) -> str:
+    """Return why a checkpoint did not load: missing, cut short (not a whole zip file), or Keras's own error."""
+    if not path.is_file():
+        return "file missing"
+    if not zipfile.is_zipfile(path):
+        return "not a whole .keras (zip) file: cut short or overwritten"
+    return f"{type(error).__name__}: {error}"
+
+
 def load_latest_checkpoint(run_dir: Path) -> keras.Model:
     """Load the newest checkpoint that loads; after a damaged one (a warning names it) fall back to the epoch before.
 
@@ -163,7 +173,7 @@ def load_latest_checkpoint(run_dir: Path) -> keras.Model:
         try:
             model = load_checkpoint(run_dir, candidate["latest"])
         except Exception as e:  # a truncated or garbled file fails in many ways; any of them means damaged
-            warnings.warn(f"{path}: damaged checkpoint, cannot be loaded ({type(e).__name__}: {e})", stacklevel=2)
+            warnings.warn(f"{path}: damaged checkpoint, cannot be loaded ({checkpoint_problem(path, e)})", stacklevel=2)
             damaged.append(str(path))
             continue
         if damaged:
