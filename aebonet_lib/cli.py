@@ -9,6 +9,7 @@ the arguments are defined in `cli_parser`, which needs only the names of `option
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import shlex
 import sys
@@ -16,6 +17,18 @@ import time
 import traceback
 
 from aebonet_lib.errors import AebonetError
+
+
+def check_overwrite(args: argparse.Namespace, *paths) -> None:
+    """Refuse output files that already exist unless --force was given (None paths are skipped)."""
+    from aebonet_lib.runs.files import refuse_overwrite
+
+    refuse_overwrite(paths, args.force)
+
+
+def evaluate_outputs(args: argparse.Namespace) -> list:
+    """Return the files `evaluate` writes into a folder the user named with --out (none without --out)."""
+    return [] if args.out is None else [args.out / "metrics.json", args.out / "predictions.csv"]
 
 
 def run_phantom(args: argparse.Namespace) -> int:
@@ -27,6 +40,7 @@ def run_phantom(args: argparse.Namespace) -> int:
         from aebonet_lib.phantom import realism
 
         real = args.real or realism.REAL_256
+        check_overwrite(args, args.report_out)
         return realism.report_main(args.n or 500, style, real, args.report_out)
     if args.out is None or args.n is None:
         raise AebonetError("give --out FOLDER and --n N to write phantoms (or --report to compare them with real images)")
@@ -44,7 +58,7 @@ def run_prepare(args: argparse.Namespace) -> int:
     prepared = loading.load_data(
         args.data, args.size, seed=args.seed, split_kind=args.split, skip_bad=args.skip_bad, clahe=args.clahe,
         normalize=args.normalize, layout=args.layout, csv=args.csv, image_col=args.image_col, age_col=args.age_col,
-        sex_col=args.sex_col, cache_dir=args.out, workers=args.workers)
+        sex_col=args.sex_col, cache_dir=args.out, workers=args.workers, force=args.force)
     print(loading.describe(prepared))
     return 0
 
@@ -143,6 +157,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     """Print MAE and MSE with 95% intervals, write metrics.json and predictions.csv, warn of flagged images."""
     from aebonet_lib.evaluation import predict, trust
 
+    check_overwrite(args, *evaluate_outputs(args))
     model = predict.resolve_model(args.model)
     data = predict.load_data_for_model(model, args.data, skip_bad=args.skip_bad)
     result = predict.evaluate(model, data, split=args.split, out_dir=args.out)
@@ -160,6 +175,7 @@ def run_predict(args: argparse.Namespace) -> int:
     from aebonet_lib.evaluation import predict, trust
     from aebonet_lib.runs.files import atomic_write
 
+    check_overwrite(args, args.out)
     table = predict.predict_images(args.model, args.images, sex=args.sex, progress=False)
     if args.out is None:
         print(table.to_csv(index=False), end="")
@@ -289,6 +305,7 @@ def run_bench(args: argparse.Namespace) -> int:
 
     mode = "gpu" if args.gpu_check else "quick" if args.quick else "full"
     demo = None if args.demo is None else (args.demo or [None])
+    check_overwrite(args, args.out, args.out.with_suffix(".md"))
     result = measure.run(mode, args.out, demo=demo, gpu_json=args.gpu_json)
     print(markdown.format_summary(result))
     print(f"wrote {args.out} and {args.out.with_suffix('.md')} in {result['seconds_total'] / 60:.1f} minutes")
@@ -317,6 +334,32 @@ def import_tensorflow_quietly() -> None:
         os.close(devnull)
 
 
+OS_ERRORS = {  # errno -> what happened, and what to do: a user's file system, not a bug
+    errno.EACCES: ("permission denied", "choose a path you may write (and read), or change its permissions"),
+    errno.EPERM: ("operation not permitted", "choose a path you may write (and read), or change its permissions"),
+    errno.EISDIR: ("is a folder where a file is expected", "give a file path"),
+    errno.ENOTDIR: ("part of this path is a file, not a folder", "choose another path, or move that file away"),
+    errno.EEXIST: ("already exists", "remove it or choose another path"),
+    errno.ENOSPC: ("no space left on the disk", "free some space or write to another disk"),
+    errno.EDQUOT: ("disk quota exceeded", "free some space or write to another disk"),
+    errno.EROFS: ("read-only file system", "write to another disk"),
+}
+
+
+ERRNO_OF = {PermissionError: errno.EACCES, IsADirectoryError: errno.EISDIR, NotADirectoryError: errno.ENOTDIR,
+            FileExistsError: errno.EEXIST}  # for such errors raised without an errno
+
+
+def os_error_message(e: OSError) -> str | None:
+    """Return one line for an OSError that a user can fix (permissions, a full disk, a file for a folder), else None."""
+    code = e.errno if e.errno in OS_ERRORS else ERRNO_OF.get(type(e))
+    if code is None:
+        return None
+    what, fix = OS_ERRORS[code]
+    where = e.filename if e.filename is not None else "a file"
+    return f"{where}: {what}; {fix}"
+
+
 COMMANDS = {"phantom": run_phantom, "prepare": run_prepare, "pretrain": run_pretrain, "train": run_train,
             "evaluate": run_evaluate, "predict": run_predict, "demo": run_demo, "report": run_report,
             "experiment": run_experiment, "bench": run_bench}
@@ -337,13 +380,24 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"aebonet {args.command}: interrupted; rerun with --resume where the command has it", file=sys.stderr)
         return 130
+    except OSError as e:
+        message = os_error_message(e)
+        if message is None:
+            return internal_error(args.command, e)
+        print(f"aebonet {args.command}: error: {message}", file=sys.stderr)
+        return 2
     except Exception as e:  # a bug, not bad input: one line, the traceback on request
-        if os.environ.get("AEBONET_DEBUG"):
-            traceback.print_exc()
-        else:
-            print(f"aebonet {args.command}: internal error: {type(e).__name__}: {e} "
-                  "(set AEBONET_DEBUG=1 for the traceback, and please report it)", file=sys.stderr)
-        return 1
+        return internal_error(args.command, e)
+
+
+def internal_error(command: str, e: Exception) -> int:
+    """Report a bug in one line (the traceback with AEBONET_DEBUG=1); return exit status 1."""
+    if os.environ.get("AEBONET_DEBUG"):
+        traceback.print_exc()
+    else:
+        print(f"aebonet {command}: internal error: {type(e).__name__}: {e} "
+              "(set AEBONET_DEBUG=1 for the traceback, and please report it)", file=sys.stderr)
+    return 1
 
 
 if __name__ == "__main__":

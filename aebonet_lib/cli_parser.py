@@ -230,12 +230,28 @@ def add_bench(sub) -> None:
                    help="a bench JSON made with --gpu-check on a GPU: its utilisation feeds the paper-schedule estimate")
 
 
+FORCE_HELP = {
+    "phantom": "--report: replace an existing --report-out file",
+    "prepare": "rebuild a cache folder that holds a cache of another dataset",
+    "evaluate": "replace metrics.json and predictions.csv in an --out folder that has them",
+    "predict": "replace an existing --out file",
+    "bench": "replace an existing --out file and its .md table",
+}
+
+
+def add_force_options(sub) -> None:
+    """Add --force to every command that would otherwise refuse to replace a user's file."""
+    for name, help in FORCE_HELP.items():
+        sub.choices[name].add_argument("--force", action="store_true", help=help)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Build the argument parser with every subcommand."""
     parser = argparse.ArgumentParser(prog="aebonet", description="AE-BoNet bone age estimation: data, training, evaluation.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (add_phantom, add_prepare, add_pretrain, add_train, add_evaluate, add_predict, add_demo, add_report, add_experiment, add_bench):
         add(sub)
+    add_force_options(sub)
     return parser
 
 

@@ -14,10 +14,16 @@ opens the arrays; when some files or labels changed it decodes only the changed 
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import fcntl
 import functools
 import hashlib
 import multiprocessing
 import os
+import shutil
+import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +44,9 @@ CACHE_FORMAT = 1
 MANIFEST = "manifest.json"
 IMAGES = "images.npy"
 TABLE = "table.csv"
-ALL_IMAGES = ".all-images.tmp.npy"  # every row's image, while a build runs
+ALL_IMAGES_PREFIX = ".all-images."  # every row's image, while a build runs: one file per build, named by mkstemp
+ALL_IMAGES = ".all-images.tmp.npy"  # the one name builds used before, which a killed build may have left
+LOCK = ".build.lock"  # held by the build under way (fcntl.flock)
 TABLE_COLUMNS = ["id", "boneage", "male", "split", "path"]
 MIN_IMAGES_PER_WORKER = 8  # below this many images per process, decoding in this process is faster
 
@@ -185,13 +193,57 @@ def fill_images(out: np.ndarray, paths: Sequence[str], params: PreprocessParams,
     return entries
 
 
+def size_text(nbytes: int) -> str:
+    """Return a number of bytes for people: kB, MB or GB."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6)):
+        if nbytes >= scale:
+            return f"{nbytes / scale:.1f} {unit}"
+    return f"{nbytes / 1e3:.1f} kB"
+
+
+def require_free_space(cache_dir: Path, nbytes: int) -> None:
+    """Refuse to start a build that the disk under `cache_dir` has no room for."""
+    free = shutil.disk_usage(cache_dir).free
+    if free < nbytes:
+        raise AebonetError(f"{cache_dir}: the cache needs {size_text(nbytes)} of free disk space, {size_text(free)} "
+                           "available; free some space, or give another --out folder (cache_dir) on a larger disk")
+
+
+def reserve(f, size: int) -> None:
+    """Reserve `size` bytes of disk for an open file: blocks allocated at once, or zeros written where that fails."""
+    try:
+        os.posix_fallocate(f.fileno(), 0, size)
+        return
+    except (AttributeError, OSError) as e:  # no posix_fallocate (macOS), or a file system without it
+        if getattr(e, "errno", None) in (errno.ENOSPC, errno.EDQUOT):
+            raise
+    f.seek(0, os.SEEK_END)
+    block = bytes(1 << 20)
+    while f.tell() < size:
+        f.write(block[: size - f.tell()])
+    f.flush()
+
+
+def allocate_images(path: Path, shape: tuple[int, ...]) -> np.ndarray:
+    """Create a uint8 .npy file at `path` with its disk space reserved, and return it as a writable memmap.
+
+    np.lib.format.open_memmap makes a sparse file, whose blocks are taken only when the
+    memory map writes them: on a full disk the process then dies of SIGBUS. Reserved
+    first, a full disk is an OSError (ENOSPC) before any image is written.
+    """
+    with open(path, "wb") as f:
+        np.lib.format.write_array_header_1_0(f, {"descr": "|u1", "fortran_order": False, "shape": shape})
+        reserve(f, f.tell() + int(np.prod(shape)))
+    return np.lib.format.open_memmap(path, "r+")
+
+
 def keep_good_rows(all_path: Path, good: np.ndarray, out_path: Path) -> None:
     """Move the image array to `out_path`, first dropping the rows of bad images if there are any."""
     if good.all():
         os.replace(all_path, out_path)
         return
     every = np.load(all_path, mmap_mode="r")
-    kept = np.lib.format.open_memmap(out_path, "w+", np.uint8, (int(good.sum()), *every.shape[1:]))
+    kept = allocate_images(out_path, (int(good.sum()), *every.shape[1:]))
     for row, i in enumerate(np.flatnonzero(good)):
         kept[row] = every[i]
     kept.flush()
@@ -201,8 +253,39 @@ def keep_good_rows(all_path: Path, good: np.ndarray, out_path: Path) -> None:
 
 def is_cache_file(path: Path) -> bool:
     """Tell whether a file is one a cache build writes, finished or left half-written by a killed build."""
-    names = (MANIFEST, IMAGES, TABLE, ALL_IMAGES)
-    return path.name in names or any(path.name.startswith(f".{Path(name).stem}.") for name in names)
+    names = (MANIFEST, IMAGES, TABLE)
+    return (path.name in (*names, LOCK) or path.name.startswith(ALL_IMAGES_PREFIX)
+            or any(path.name.startswith(f".{Path(name).stem}.") for name in names))
+
+
+def remove_leftovers(cache_dir: Path) -> None:
+    """Delete the temporary files of builds that were killed (called with the build lock held, so none is running)."""
+    for path in cache_dir.iterdir():
+        if path.name.startswith(".") and path.name != LOCK and is_cache_file(path):
+            path.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def build_lock(cache_dir: Path) -> Iterator[None]:
+    """Hold the cache folder's lock while a build runs: a second build in the same folder waits for the first."""
+    with open(cache_dir / LOCK, "a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"{cache_dir}: another process is building this cache; waiting for it to finish", file=sys.stderr,
+                  flush=True)
+            fcntl.flock(f, fcntl.LOCK_EX)
+        yield  # closing the file releases the lock
+
+
+def check_source(cache_dir: Path, source: str, force: bool) -> None:
+    """Refuse to replace a cache built from another dataset, unless `force`."""
+    if force or not source or not is_cache(cache_dir):
+        return
+    built_from = read_json(cache_dir / MANIFEST).get("source") or ""
+    if built_from and Path(built_from).resolve() != Path(source).resolve():
+        raise AebonetError(f"{cache_dir}: holds the cache of {built_from}, not of {source}; choose another --out folder, "
+                           "or pass --force (force=True) to replace it")
 
 
 def require_cache_folder(cache_dir: Path) -> None:
@@ -216,27 +299,37 @@ def require_cache_folder(cache_dir: Path) -> None:
 def write_images(table: pd.DataFrame, params: PreprocessParams, cache_dir: Path, workers: int,
                  progress: bool) -> list[dict]:
     """Build images.npy in `cache_dir` for the rows of `table`; return one file record per row."""
-    every = cache_dir / ALL_IMAGES  # every row, bad ones too, before the bad rows are dropped
+    shape = (len(table), params.image_size, params.image_size)
+    require_free_space(cache_dir, int(np.prod(shape)))
+    fd, name = tempfile.mkstemp(prefix=ALL_IMAGES_PREFIX, suffix=".tmp.npy", dir=cache_dir)
+    os.close(fd)
+    every = Path(name)  # every row, bad ones too, before the bad rows are dropped
     try:
-        X = np.lib.format.open_memmap(every, "w+", np.uint8, (len(table), params.image_size, params.image_size))
+        X = allocate_images(every, shape)
         entries = fill_images(X, list(table["path"]), params, cache_dir, workers, progress)
         X.flush()
         del X
         (cache_dir / MANIFEST).unlink(missing_ok=True)  # from here on the folder is not a valid cache
         with atomic_path(cache_dir / IMAGES) as final:
             keep_good_rows(every, np.array([e["problem"] is None for e in entries], dtype=bool), final)
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        raise AebonetError(f"{cache_dir}: the disk filled up while writing the cache ({size_text(int(np.prod(shape)))} "
+                           "of images); free some space, or give another --out folder (cache_dir) on a larger disk") from None
     finally:
         every.unlink(missing_ok=True)
     return entries
 
 
 def build_cache(table: pd.DataFrame, params: PreprocessParams, cache_dir: str | os.PathLike, source: str = "",
-                workers: int | None = None, progress: bool = True) -> Cache:
+                workers: int | None = None, progress: bool = True, force: bool = False) -> Cache:
     """Decode, check and preprocess every row's image once into `cache_dir`, reusing what has not changed.
 
     `table` has one row per image with columns id, boneage, male, split and path.
     Images that cannot be used (unreadable, truncated, empty, constant) are left out
-    of images.npy and listed in the returned cache's `bad` table.
+    of images.npy and listed in the returned cache's `bad` table. A cache of another
+    `source` in `cache_dir` is replaced only with `force`; two builds in one folder take turns.
     """
     cache_dir = Path(cache_dir)
     table = table.reset_index(drop=True)
@@ -244,6 +337,17 @@ def build_cache(table: pd.DataFrame, params: PreprocessParams, cache_dir: str | 
         return open_cache(cache_dir)
     require_cache_folder(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
+    with build_lock(cache_dir):
+        if not is_current(cache_dir, table, params):  # else a build that held the lock made this very cache
+            check_source(cache_dir, source, force)
+            remove_leftovers(cache_dir)
+            write_cache(table, params, cache_dir, source, workers, progress)
+    return open_cache(cache_dir)
+
+
+def write_cache(table: pd.DataFrame, params: PreprocessParams, cache_dir: Path, source: str, workers: int | None,
+                progress: bool) -> None:
+    """Write images.npy, table.csv and, last, manifest.json in `cache_dir` (with its build lock held)."""
     entries = write_images(table, params, cache_dir, workers or hardware.available_cpus(), progress)
     good = [e["problem"] is None for e in entries]
     with atomic_write(cache_dir / TABLE) as f:
@@ -253,7 +357,6 @@ def build_cache(table: pd.DataFrame, params: PreprocessParams, cache_dir: str | 
         "n_images": int(sum(good)), "table_sha256": table_sha256(table),
         "files": [{"id": i, **e} for i, e in zip(table["id"], entries)],
     })
-    return open_cache(cache_dir)
 
 
 def read_cache_table(path: Path) -> pd.DataFrame:

@@ -199,20 +199,32 @@ def image_problems(raw: RawDataset, bad: pd.DataFrame) -> list[Problem]:
     return [Problem(relative(Path(p), raw.root), int(row_of[p]) or None, reason) for p, reason in zip(bad["path"], bad["problem"])]
 
 
+def no_image_message(problems: list[Problem], where: str, report: Path | None, shown: int = 2) -> str:
+    """Return one line saying why a dataset has no usable image: its first problems, their count, and the report."""
+    if not problems:
+        return (f"{where}: no usable image: no image found and no problem to report (no report written); "
+                "check the folder, --layout and the label file's image column")
+    first = " | ".join(p.line() for p in problems[:shown])
+    more = f" | ... and {len(problems) - shown} more" if len(problems) > shown else ""
+    listed = f"full list in {report}" if report else "no report written"
+    return f"{where}: no usable image; {len(problems)} problem(s): {first}{more} ({listed}); fix them and prepare again"
+
+
 def stop_on_problems(problems: list[Problem], where: str, report: Path | None, skip_bad: bool, n_good: int) -> None:
     """Raise one AebonetError listing the problems, unless skip_bad; and always when nothing usable is left."""
     if problems and not skip_bad:
         raise AebonetError(problems_message(problems, where, report))
     if n_good == 0:
-        raise AebonetError(f"{where}: no usable image (problems listed in {report}); check the dataset folder")
+        raise AebonetError(no_image_message(problems, where, report))
 
 
 def load_raw(raw: RawDataset, params: PreprocessParams, cache_dir: Path, skip_bad: bool, workers: int | None,
-             progress: bool):
+             progress: bool, force: bool = False):
     """Build (or reuse) the cache of a checked dataset and stop on problems unless skip_bad; return cache, problems."""
     from aebonet_lib.data import cache as cache_lib
 
-    cache = cache_lib.build_cache(raw.good_rows, params, cache_dir, source=str(raw.root), workers=workers, progress=progress)
+    cache = cache_lib.build_cache(raw.good_rows, params, cache_dir, source=str(raw.root), workers=workers,
+                                  progress=progress, force=force)
     problems = raw.problems + image_problems(raw, cache.bad)
     report = write_report(cache_dir, problems)
     stop_on_problems(problems, str(raw.root), report, skip_bad, len(cache.table))
@@ -237,7 +249,7 @@ def load_data(source: str | os.PathLike, image_size: int | None = 256, seed: int
               layout: str = "auto", phantom_n: int = 1500, progress: bool = True, stratify: bool = False,
               csv: str | os.PathLike | None = None, image_col: str = "image", age_col: str = "boneage",
               sex_col: str | None = None, cache_dir: str | os.PathLike | None = None,
-              workers: int | None = None) -> BoneAgeData:
+              workers: int | None = None, force: bool = False) -> BoneAgeData:
     """Read, check and cache a dataset, then return its arrays and splits (chapter 2).
 
     `source` is 'phantom' or 'phantom:N', a dataset folder (Kaggle, official RSNA, a CSV
@@ -251,6 +263,7 @@ def load_data(source: str | os.PathLike, image_size: int | None = 256, seed: int
     split seeded by `seed` with the fractions `split`), "stratified" (the same sizes,
     stratified by age; `stratify=True` says the same) or "official" (the RSNA
     challenge's own sets, for a dataset in the official RSNA layout only).
+    A `cache_dir` holding the cache of another dataset is replaced only with `force=True`.
     """
     from aebonet_lib.data import cache as cache_lib
 
@@ -268,5 +281,5 @@ def load_data(source: str | os.PathLike, image_size: int | None = 256, seed: int
     raw = read_dataset(folder, layout, csv, image_col, age_col, sex_col)
     check_official_sets(raw.good_rows, split_kind, str(source))
     cache_dir = Path(cache_dir) if cache_dir else default_cache_dir(raw, params, root)
-    cache, problems = load_raw(raw, params, cache_dir, skip_bad, workers, progress)
+    cache, problems = load_raw(raw, params, cache_dir, skip_bad, workers, progress, force)
     return data_from_cache(cache, str(source), split, seed, split_kind, problems)

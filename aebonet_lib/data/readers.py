@@ -186,7 +186,20 @@ def rows_from_csv(csv: Path, image_col: str, age_col: str, sex_col: str | None, 
     require_columns(table, fmt.columns, csv)
     rows = labeled_rows(table, fmt, relative(csv, root))
     rows = attach_images(rows, csv_image_index(csv.parent, rows["id"]), relative(csv.parent, root) + "/")
+    refuse_outside(rows, csv)
     return rows.assign(id=[strip_image_suffix(name) for name in rows["id"]])
+
+
+def refuse_outside(rows: pd.DataFrame, csv: Path, shown: int = 5) -> None:
+    """Refuse image paths that lead outside the CSV's folder (by '..', an absolute path or a symbolic link)."""
+    folder = csv.parent.resolve()
+    outside = [(r, p) for r, p in zip(rows["row"], rows["path"]) if p and not Path(p).resolve().is_relative_to(folder)]
+    if not outside:
+        return
+    listed = "; ".join(f"row {r}: {relative(Path(p), csv.parent)}" for r, p in outside[:shown])
+    more = f"; ... and {len(outside) - shown} more" if len(outside) > shown else ""
+    raise AebonetError(f"{csv}: {len(outside)} image path(s) lead outside the CSV's folder {folder} ({listed}{more}); "
+                       "put the images (not links to them) in that folder, or the CSV beside them")
 
 
 def csv_image_index(folder: Path, names: Sequence[str]) -> dict[str, list[Path]]:

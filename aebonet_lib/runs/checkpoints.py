@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import time
+import warnings
+import zipfile
 from pathlib import Path
 
 import keras
@@ -92,8 +94,9 @@ class EpochCheckpoint(keras.callbacks.Callback):
 
     Each epoch's model goes to its own file, written atomically; state.json, written last,
     names the newest one (and, with `monitor`, the best so far). Whenever the run is
-    killed, state.json therefore points to complete files only. Files it no longer
-    names are deleted.
+    killed, state.json therefore points to complete files only. It also keeps the state
+    of the epoch before (`previous`), so that a run whose newest file was damaged later
+    resumes from the one before (`load_latest_checkpoint`). Files it no longer names are deleted.
     """
 
     def __init__(self, run_dir: Path, stage: int = 1, monitor: str | None = None, counters: list | None = None):
@@ -113,12 +116,20 @@ class EpochCheckpoint(keras.callbacks.Callback):
         name = f"epoch_{epoch + 1:04d}.keras"
         with atomic_path(self.folder / name) as tmp:
             self.model.save(tmp)
+        if "latest" in self.state:
+            self.state["previous"] = {k: v for k, v in self.state.items() if k != "previous"}
         self.state.update(epochs_done=epoch + 1, latest=name, stage=self.stage,
                           counters={type(c).__name__: c.counters() for c in self.counters})
         if self.monitor and is_better(logs.get(self.monitor), self.state.get("best_value")):
             self.state.update(best=name, best_value=float(logs[self.monitor]), best_epoch=epoch + 1)
         write_json(self.folder / "state.json", self.state)
-        remove_stale_checkpoints(self.folder, keep={self.state["latest"], self.state.get("best")})
+        remove_stale_checkpoints(self.folder, keep=named_checkpoints(self.state))
+
+
+def named_checkpoints(state: dict) -> set:
+    """Return the checkpoint files a state names: latest and best, and those of the epoch before."""
+    previous = state.get("previous", {})
+    return {state["latest"], state.get("best"), previous.get("latest"), previous.get("best")} - {None}
 
 
 def is_better(value: float | None, best: float | None) -> bool:
@@ -136,6 +147,41 @@ def remove_stale_checkpoints(folder: Path, keep: set) -> None:
 def load_checkpoint(run_dir: Path, name: str) -> keras.Model:
     """Load a compiled model, optimizer state included, from the run's checkpoint folder."""
     return keras.saving.load_model(run_dir / "checkpoint" / name, safe_mode=True)
+
+
+def checkpoint_problem(path: Path, error: Exception) -> str:
+    """Return why a checkpoint did not load: missing, cut short (not a whole zip file), or Keras's own error."""
+    if not path.is_file():
+        return "file missing"
+    if not zipfile.is_zipfile(path):
+        return "not a whole .keras (zip) file: cut short or overwritten"
+    return f"{type(error).__name__}: {error}"
+
+
+def load_latest_checkpoint(run_dir: Path) -> keras.Model:
+    """Load the newest checkpoint that loads; after a damaged one (a warning names it) fall back to the epoch before.
+
+    Falling back rewrites state.json as it was at that epoch (epochs done, best epoch,
+    counters), so the run redoes the epochs after it and history.csv is cut to match.
+    """
+    state = read_state(run_dir)
+    damaged = []
+    for candidate in (state, state.get("previous")):
+        if not candidate:
+            continue
+        path = run_dir / "checkpoint" / candidate["latest"]
+        try:
+            model = load_checkpoint(run_dir, candidate["latest"])
+        except Exception as e:  # a truncated or garbled file fails in many ways; any of them means damaged
+            warnings.warn(f"{path}: damaged checkpoint, cannot be loaded ({checkpoint_problem(path, e)})", stacklevel=2)
+            damaged.append(str(path))
+            continue
+        if damaged:
+            warnings.warn(f"resuming from {path}, epoch {candidate['epochs_done']}, the checkpoint before", stacklevel=2)
+            write_json(run_dir / "checkpoint" / "state.json", candidate)
+        return model
+    raise AebonetError(f"{run_dir}: cannot be resumed: no checkpoint loads ({', '.join(damaged)} damaged); "
+                       "start the run again in a new folder")
 
 
 def truncate_history(path: Path, epochs_done: int) -> None:

@@ -86,6 +86,19 @@ def require_empty_dir(path: str | os.PathLike, option: str = "--out") -> Path:
     return path
 
 
+def refuse_overwrite(paths, force: bool, option: str = "--out") -> None:
+    """Refuse to replace existing files unless `force`, and a folder where a file is to be written."""
+    paths = [Path(p) for p in paths if p is not None]
+    folders = [p for p in paths if p.is_dir()]
+    if folders:
+        raise AebonetError(f"{option} {folders[0]}: is a folder; give a file path")
+    existing = [str(p) for p in paths if p.exists()]
+    if existing and not force:
+        them = "it" if len(existing) == 1 else "them"
+        raise AebonetError(f"{option} {' and '.join(existing)}: already exist{'s' if len(existing) == 1 else ''}; "
+                           f"pass --force to replace {them}, or choose another path")
+
+
 def read_table(table: str | os.PathLike | pd.DataFrame, hint: str) -> pd.DataFrame:
     """Return a table given as a DataFrame or a CSV path; a missing file is an error that says `hint`."""
     if isinstance(table, pd.DataFrame):

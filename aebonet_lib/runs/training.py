@@ -26,7 +26,7 @@ from aebonet_lib.models import baselines
 from aebonet_lib.runs.checkpoints import (
     check_run_dir,
     epoch_bar,
-    load_checkpoint,
+    load_latest_checkpoint,
     make_callbacks,
     mark_finished,
     read_state,
@@ -76,7 +76,7 @@ def latest_or_new_model(run_dir: Path, config: Config, strategy, record: RunReco
     state = read_state(run_dir)
     with build_scope(config, strategy):
         if state:
-            model = load_checkpoint(run_dir, state["latest"])
+            model = load_latest_checkpoint(run_dir)
         else:
             model = new_autoencoder(config) if record.kind == "pretrain" else new_regressor(record, config)
     synchronize_batch_norm(model, strategy)
