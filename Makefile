@@ -35,8 +35,9 @@ sync: $(STAMP)
 	$(PY) tools/book.py sync
 
 ## Build the library's wheel into dist/, to upload to Colab when the repository is not published (book/colab.md).
-wheel: $(STAMP)
-	$(PY) -m pip wheel --quiet --no-deps -w dist .
+## Needs only pip (no .venv): pip fetches the build backend itself.
+wheel:
+	$(PYTHON) -m pip wheel --quiet --no-deps -w dist .
 	@ls -1 dist/aebonet_lib-*.whl
 
 ## Run the whole test suite: library tests, every chapter executed, the strict book build, the pages in a browser.
