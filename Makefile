@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: book book-real test setup student sync browser clean
+.PHONY: book book-real test setup student sync wheel browser clean
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -30,9 +30,15 @@ book-real: $(STAMP)
 student: $(STAMP)
 	$(PY) tools/book.py student
 
-## After editing a chapter: rewrite its paired .ipynb (for Colab) and the Colab install line.
+## After editing a chapter: rewrite its paired .ipynb (for Colab) and the Colab set-up cell.
 sync: $(STAMP)
 	$(PY) tools/book.py sync
+
+## Build the library's wheel into dist/, to upload to Colab when the repository is not published (book/colab.md).
+## Needs only pip (no .venv): pip fetches the build backend itself.
+wheel:
+	$(PYTHON) -m pip wheel --quiet --no-deps -w dist .
+	@ls -1 dist/aebonet_lib-*.whl
 
 ## Run the whole test suite: library tests, every chapter executed, the strict book build, the pages in a browser.
 test: $(STAMP) browser

@@ -1,4 +1,5 @@
-"""Colab: one install line from _config.yml that forces no restart, and every chapter links the Colab page."""
+"""Colab: one set-up cell that installs an uploaded wheel or the repository of _config.yml, forces no restart and
+never ends in pip's error; every chapter links the Colab page."""
 
 from __future__ import annotations
 
@@ -15,37 +16,78 @@ import book  # noqa: E402  (tools/book.py)
 PREINSTALLED = ("tensorflow", "keras", "ipywidgets", "numpy", "pandas", "matplotlib", "scikit-learn")
 
 
-def install_lines(path: Path) -> list[str]:
-    """Return the %pip install lines of a chapter's MyST source or paired notebook."""
+def first_cell(path: Path) -> str:
+    """Return the code of the first code cell of a chapter's MyST source or paired notebook."""
     if path.suffix == ".ipynb":
-        text = "\n".join("".join(c["source"]) for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "code")
-    else:
-        text = path.read_text()
-    return [line.strip() for line in text.splitlines() if "%pip install" in line]
+        return next("".join(c["source"]) for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "code")
+    return path.read_text().split("```{code-cell}", 2)[1].split("\n```\n", 1)[0]
 
 
-def test_install_line_comes_from_config():
+def test_setup_cell_installs_the_course_from_config():
     config = book.load_config()["repository"]
-    line = book.install_line()
-    assert f'git+{config["url"].rstrip("/")}@{config.get("branch", "main")}"' in line
+    assert f'"aebonet-lib @ git+{config["url"].rstrip("/")}@{config.get("branch", "main")}"' in book.setup_cell()
 
 
 STUDENT_PAGES = [s for s in book.chapter_sources() if s.stem != "teachers"]   # the pages a student runs
 
 
-def test_every_page_and_notebook_installs_with_that_line():
+def test_every_page_and_notebook_starts_with_that_cell():
     for source in STUDENT_PAGES:
         for path in (source, source.with_suffix(".ipynb")):
-            lines = install_lines(path)
-            assert lines == [book.install_line()], f"{path.name}: install line {lines} is not {book.install_line()!r}; run make sync"
+            assert book.setup_cell().strip() in first_cell(path), f"{path.name}: its first cell is not book.setup_cell(); run make sync"
 
 
 def test_install_forces_no_restart():
-    line = book.install_line()
-    assert "--no-deps" in line, "without --no-deps pip may upgrade Colab's TensorFlow, Keras or ipywidgets"
-    assert not re.search(r"--upgrade|-U\b", line)
-    named = re.findall(r'"([A-Za-z0-9_.-]+)[<>=!~ @]', line)
-    assert not set(named) & set(PREINSTALLED), f"the install line names preinstalled packages: {named}"
+    cell = book.setup_cell()
+    assert '"--no-deps"' in cell, "without --no-deps pip may upgrade Colab's TensorFlow, Keras or ipywidgets"
+    assert not re.search(r"--upgrade|-U\b", cell)
+    named = re.findall(r'"([A-Za-z0-9_.-]+)[<>=!~ @]', cell)
+    assert not set(named) & set(PREINSTALLED), f"the set-up cell names preinstalled packages: {named}"
+
+
+def run_setup_cell(monkeypatch, tmp_path, pip_works):
+    """Run the set-up cell as on Colab, in tmp_path, with pip faked; return pip's commands and what it printed."""
+    import builtins
+    import subprocess
+    import types
+
+    calls, printed = [], []
+    gpu = types.SimpleNamespace(config=types.SimpleNamespace(list_physical_devices=lambda kind: ["GPU:0"]))
+    monkeypatch.setitem(sys.modules, "google.colab", types.ModuleType("google.colab"))
+    monkeypatch.setitem(sys.modules, "tensorflow", gpu)
+    monkeypatch.chdir(tmp_path)
+
+    def pip(command, **kwargs):
+        calls.append(command)
+        return subprocess.CompletedProcess(command, 0 if pip_works(command[-2]) else 1)
+
+    monkeypatch.setattr(subprocess, "run", pip)
+    monkeypatch.setattr(builtins, "print", lambda *args, **kwargs: printed.append(" ".join(map(str, args))))
+    exec(book.setup_cell(), {})
+    return [command[-2] for command in calls], printed
+
+
+def test_setup_cell_installs_an_uploaded_wheel_first(monkeypatch, tmp_path):
+    (tmp_path / "aebonet_lib-0.1.0-py3-none-any.whl").write_bytes(b"")
+    installed, printed = run_setup_cell(monkeypatch, tmp_path, pip_works=lambda course: True)
+    assert installed == ["aebonet_lib-0.1.0-py3-none-any.whl"] and printed == []
+
+
+def test_setup_cell_without_a_wheel_installs_from_the_repository(monkeypatch, tmp_path):
+    installed, printed = run_setup_cell(monkeypatch, tmp_path, pip_works=lambda course: True)
+    assert installed == [book.course_requirement()] and printed == []
+
+
+def test_setup_cell_falls_back_to_the_repository_when_the_wheel_fails(monkeypatch, tmp_path):
+    (tmp_path / "aebonet_lib-0.1.0-py3-none-any.whl").write_bytes(b"")
+    installed, printed = run_setup_cell(monkeypatch, tmp_path, pip_works=lambda course: "git+" in course)
+    assert installed == ["aebonet_lib-0.1.0-py3-none-any.whl", book.course_requirement()] and printed == []
+
+
+def test_setup_cell_says_what_to_do_when_nothing_installs(monkeypatch, tmp_path):
+    installed, printed = run_setup_cell(monkeypatch, tmp_path, pip_works=lambda course: False)
+    assert installed == [book.course_requirement()]
+    assert len(printed) == 1 and "upload aebonet_lib-*.whl" in printed[0] and "make wheel" in printed[0]
 
 
 def test_every_chapter_links_the_colab_page_at_its_top():

@@ -200,7 +200,7 @@ def test_write_dataset_is_byte_identical_for_the_same_seed(tmp_path):
     first = phantom.write_dataset(tmp_path / "a", 4, size=32, seed=1, label_noise_sd=5.0, progress=False)
     second = phantom.write_dataset(tmp_path / "b", 4, size=32, seed=1, label_noise_sd=5.0, progress=False)
     names = sorted(p.relative_to(first) for p in first.rglob("*") if p.is_file())
-    assert len(names) == 4 + 2
+    assert len(names) == 4 + 3   # the images, both label files and the record
     for name in names:
         assert (first / name).read_bytes() == (second / name).read_bytes()
     truth, labels = pd.read_csv(first / "true_boneage.csv"), pd.read_csv(first / "boneage-training-dataset.csv")

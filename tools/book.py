@@ -1,7 +1,7 @@
-"""Book tooling: paired notebooks for Colab, the Colab install line, and the student edition.
+"""Book tooling: paired notebooks for Colab, the Colab set-up cell, and the student edition.
 
     python tools/book.py sync      # write book/*.ipynb (no outputs) from the MyST sources
-    python tools/book.py check     # fail if a notebook or a Colab install line has drifted
+    python tools/book.py check     # fail if a notebook or a Colab set-up cell has drifted
     python tools/book.py student   # build the student edition into _build/student/
     python tools/book.py exercises # list every exercise: number, difficulty, title
     python tools/book.py grade NOTEBOOK...  # run returned notebooks; their check cells say what is right
@@ -9,8 +9,8 @@
 
 The MyST Markdown files in book/ are the sources. Each has a paired .ipynb without outputs,
 because Colab opens only real notebooks; `check` (run by the tests) fails when they drift.
-The repository URL lives in _config.yml (repository.url); `sync` writes it into every
-chapter's Colab install line.
+The repository URL lives in _config.yml (repository.url); `sync` writes every page's first cell,
+which on Colab installs an uploaded wheel (`make wheel`) or, without one, the course from that URL.
 """
 
 from __future__ import annotations
@@ -26,12 +26,33 @@ import nbformat
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-# The Colab install line: the course from the repository of _config.yml, without its dependencies
-# (Colab already has TensorFlow, Keras, ipywidgets and the rest; upgrading them would force a
-# restart), plus the one package the chapters need that Colab lacks.
-INSTALL_LINE = re.compile(r'%pip install [^\n]*"aebonet-lib @ git\+[^\n]*')
-COLAB_EXTRAS = '"pydicom>=2.4"'
-
+# The first cell of every page. On Colab it installs the course without its dependencies (Colab
+# already has TensorFlow, Keras, ipywidgets and the rest; upgrading them would force a restart), plus
+# the one package the chapters need that Colab lacks: from an uploaded wheel when there is one (a
+# course without a published repository), else from the repository of _config.yml. A failed install
+# ends in one line that says what to do, never in pip's error.
+SETUP_CELL = re.compile(r"^# Run me first\..*?(?=^```)", re.M | re.S)
+COLAB_EXTRAS = "pydicom>=2.4"
+SETUP_TEMPLATE = """\
+# Run me first. On Colab this installs the course library (about a minute); elsewhere it does nothing.
+import sys
+if "google.colab" in sys.modules:
+    import glob, importlib, os, subprocess
+    # An uploaded wheel first (made by `make wheel`; see "Running on Colab"), else the course's repository.
+    wheels = sorted(glob.glob("aebonet_lib-*.whl") + glob.glob("/content/aebonet_lib-*.whl")
+                    + glob.glob("/content/drive/MyDrive/aebonet/aebonet_lib-*.whl"), key=os.path.getmtime)
+    for course in wheels[-1:] + ["{url}"]:
+        pip = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", course, "{extras}"]
+        if subprocess.run(pip, capture_output=True).returncode == 0:
+            break
+    else:
+        print("Could not install the course: upload aebonet_lib-*.whl (made by `make wheel`) to /content, "
+              "as the page Running on Colab shows, and run this cell again.")
+    importlib.invalidate_caches()
+    import tensorflow as tf
+    if not tf.config.list_physical_devices("GPU"):
+        print("No GPU: choose Runtime > Change runtime type > GPU, then run this cell again.")
+"""
 # A solution from its {solution-start} fence to the closing fence of its {solution-end} directive.
 SOLUTION_BLOCK = re.compile(r"^(`{3,}|:{3,})\{solution-start\}.*?^\1\{solution-end\}[^\n]*\n(?:\1[ \t]*\n)?", re.M | re.S)
 # A {glue} role: its value exists only in an executed notebook, and the student edition is not executed.
@@ -56,14 +77,19 @@ def chapter_sources() -> list[Path]:
 
 
 def repo_url() -> str:
-    """Return the repository URL the Colab install line points at."""
+    """Return the repository URL the Colab set-up cell installs from."""
     return load_config()["repository"]["url"].rstrip("/")
 
 
-def install_line() -> str:
-    """Return the Colab install line every chapter runs: the course from _config.yml's repository and branch."""
+def course_requirement() -> str:
+    """Return the pip requirement of the course at _config.yml's repository and branch."""
     branch = load_config()["repository"].get("branch", "main")
-    return f'%pip install -q --no-deps "aebonet-lib @ git+{repo_url()}@{branch}" {COLAB_EXTRAS}'
+    return f"aebonet-lib @ git+{repo_url()}@{branch}"
+
+
+def setup_cell() -> str:
+    """Return the code of every page's first cell: on Colab, install an uploaded wheel or the course's repository."""
+    return SETUP_TEMPLATE.format(url=course_requirement(), extras=COLAB_EXTRAS)
 
 
 def chapter_number(source: Path) -> int | None:
@@ -100,34 +126,34 @@ def notebook_text(source: Path) -> str:
     return nbformat.writes(notebook) + "\n"
 
 
-def fixed_install_line(text: str) -> str:
-    """Return a chapter's text with its Colab install line pointing at the configured repository."""
-    return INSTALL_LINE.sub(lambda m: install_line(), text)
+def fixed_setup_cell(text: str) -> str:
+    """Return a page's text with its first cell's Colab set-up as `setup_cell` writes it."""
+    return SETUP_CELL.sub(lambda m: setup_cell(), text, count=1)
 
 
 def sync() -> None:
-    """Write the Colab install line and the paired .ipynb of every chapter."""
+    """Write the Colab set-up cell and the paired .ipynb of every chapter."""
     for source in chapter_sources():
         if not source.exists():
             print(f"missing {source.relative_to(ROOT)} (listed in _toc.yml)")
             continue
         text = source.read_text()
-        if fixed_install_line(text) != text:
-            source.write_text(fixed_install_line(text))
+        if fixed_setup_cell(text) != text:
+            source.write_text(fixed_setup_cell(text))
         source.with_suffix(".ipynb").write_text(notebook_text(source))
         print(f"synced {source.relative_to(ROOT)}")
 
 
 def drift() -> list[str]:
-    """Return one line per chapter whose notebook or install line differs from what sync writes."""
+    """Return one line per chapter whose notebook or set-up cell differs from what sync writes."""
     problems = []
     for source in chapter_sources():
         if not source.exists():
             problems.append(f"{source.relative_to(ROOT)}: listed in _toc.yml but missing")
             continue
         text = source.read_text()
-        if fixed_install_line(text) != text:
-            problems.append(f"{source.relative_to(ROOT)}: Colab install line is not `{install_line()}`")
+        if fixed_setup_cell(text) != text:
+            problems.append(f"{source.relative_to(ROOT)}: its first cell is not the Colab set-up `sync` writes")
         paired = source.with_suffix(".ipynb")
         if not paired.exists() or paired.read_text() != notebook_text(source):
             problems.append(f"{paired.relative_to(ROOT)}: out of date with {source.name}")

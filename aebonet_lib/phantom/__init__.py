@@ -10,7 +10,8 @@ framing, exposure), never the bone age. Chapter 0 generates the dataset; chapter
     children   what makes one child differ from another of the same bone age
     anatomy    the bones' outlines in millimetres;  hand: the whole hand as a scene
     styles     registered and raw framing;  radiograph: the physics of the image, render, regions
-    dataset    make_dataset, write_dataset, worker processes;  realism: phantom vs real
+    dataset    make_dataset, write_dataset (and its record of each image's regions: read_record)
+    realism    phantom vs real
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from aebonet_lib.phantom.dataset import (
     IMAGE_DIR,
     LABELS_CSV,
     PARALLEL_MIN_PIXELS,
+    RECORD_JSON,
     TRUE_AGES_CSV,
     add_label_noise,
     age_grid,
@@ -40,6 +42,7 @@ from aebonet_lib.phantom.dataset import (
     dataset_plan,
     image_seed,
     make_dataset,
+    read_record,
     sample_ages,
     write_dataset,
 )
@@ -49,6 +52,7 @@ from aebonet_lib.phantom.radiograph import (
     parse_size,
     regions,
     render,
+    render_with_regions,
 )
 from aebonet_lib.phantom.styles import DEFAULT_STYLE, STYLES
 from aebonet_lib.phantom.timeline import (

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import multiprocessing
 import os
@@ -19,7 +20,7 @@ from tqdm.auto import tqdm
 
 from aebonet_lib.errors import AebonetError
 from aebonet_lib.phantom.children import READER_SD_MONTHS, label_floor
-from aebonet_lib.phantom.radiograph import check_seed, check_size, is_count, render
+from aebonet_lib.phantom.radiograph import check_seed, check_size, is_count, render, render_with_regions
 from aebonet_lib.phantom.styles import DEFAULT_STYLE, check_style
 from aebonet_lib.phantom.timeline import MAX_AGE
 from aebonet_lib.runs import files, hardware
@@ -35,6 +36,7 @@ AGE_CURVES = {True: (135.0, 42.0), False: (118.0, 38.0)}  # male -> (mean, SD) i
 BOY_FRACTION = 0.54
 AGE_RANGE = (1, 228)
 LABELS_CSV, IMAGE_DIR, TRUE_AGES_CSV = "boneage-training-dataset.csv", "boneage-training-dataset", "true_boneage.csv"
+RECORD_JSON = "phantom_record.json"  # what drew each image: true age, label, sex, seed and the regions' boxes
 PARALLEL_MIN_PIXELS = 200 * 256 * 256  # smaller jobs render in this process: starting workers costs about a second
 PROGRESS_MIN = 100  # fewer images than this get no progress bar
 
@@ -177,19 +179,49 @@ def make_dataset(
     return images, labels, males
 
 
-def write_png_job(job: tuple) -> None:
-    """Render one image and write it as an 8-bit PNG that appears only when complete; run in a worker process."""
+def write_png_job(job: tuple) -> dict[str, tuple[int, int, int, int]]:
+    """Render one image, write it as an 8-bit PNG that appears only when complete, and return its regions' boxes."""
     *render_args, path = job
-    pixels = (render(*render_args) * 255 + 0.5).astype(np.uint8)
+    image, boxes = render_with_regions(*render_args)
+    pixels = (image * 255 + 0.5).astype(np.uint8)
     with files.atomic_path(path) as tmp:
         if not cv2.imwrite(str(tmp), pixels):
             raise OSError(f"{path}: OpenCV could not write the PNG")
+    return boxes
+
+
+def label_values(ages: np.ndarray, whole_months: bool) -> np.ndarray:
+    """Return labels as the label file writes them: whole months, or months to 0.1."""
+    return ages.astype(np.int64) if whole_months else ages.astype(np.float64).round(1)
+
+
+def write_record(path: Path, jobs: list[tuple], labels: np.ndarray, boxes: list[dict], ids: np.ndarray) -> None:
+    """Write what drew each image (true age, label, sex, seed, regions' boxes), keyed by id, as JSON, atomically."""
+    _, _, (height, width), _, style, variation, _ = jobs[0]
+    images = {str(image_id): {"age": job[0], "label": float(label), "male": job[1], "seed": job[3],
+                              "boxes": {name: list(box) for name, box in box_set.items()}}
+              for image_id, job, label, box_set in zip(ids, jobs, labels, boxes)}
+    record = {"about": "phantom.write_dataset: for each image id, the bone age that drew it, its label, sex, "
+                       "seed, and the boxes (x0, y0, x1, y1) in pixels of the regions a reader looks at",
+              "size": [height, width], "style": style, "variation": variation, "images": images}
+    with files.atomic_write(path) as f:
+        json.dump(record, f, indent=1)
+
+
+def read_record(folder: str | os.PathLike) -> dict:
+    """Return the record `write_dataset` kept beside a phantom dataset's images: size, style, and each image by id."""
+    path = Path(folder) / RECORD_JSON
+    if not path.is_file():
+        raise AebonetError(f"{path}: no phantom record; datasets written by phantom.write_dataset have one")
+    record = json.loads(path.read_text())
+    for image in record["images"].values():
+        image["boxes"] = {name: tuple(box) for name, box in image["boxes"].items()}
+    return record
 
 
 def write_labels(path: Path, ids: np.ndarray, ages: np.ndarray, males: np.ndarray, whole_months: bool) -> None:
     """Write a label file with header `id,boneage,male` (male as True/False), atomically."""
-    boneage = ages.astype(np.int64) if whole_months else ages.astype(np.float64).round(1)
-    table = pd.DataFrame({"id": ids, "boneage": boneage, "male": males.astype(bool)})
+    table = pd.DataFrame({"id": ids, "boneage": label_values(ages, whole_months), "male": males.astype(bool)})
     with files.atomic_write(path) as f:
         table.to_csv(f, index=False, lineterminator="\n")
 
@@ -203,6 +235,7 @@ def write_dataset(
 
     The label file is written last, so a folder without it is an interrupted run. With label
     noise, `true_boneage.csv` beside it holds the noise-free ages, to show the reachable MAE.
+    `phantom_record.json` records what drew each image and its regions' boxes (`read_record`).
     `style`, `variation` and `label_noise_sd` (None: one reader's) are as in `make_dataset`.
     """
     label_noise_sd = READER_SD_MONTHS if label_noise_sd is None else label_noise_sd
@@ -216,8 +249,8 @@ def write_dataset(
     image_dir.mkdir(parents=True, exist_ok=True)
     jobs = [(float(ages[i]), bool(males[i]), shape, image_seed(seed, i), style, variation, image_dir / f"{ids[i]}.png")
             for i in range(n)]
-    for _ in run_jobs(write_png_job, jobs, choose_workers(workers, n, shape), progress):
-        pass
+    boxes = list(run_jobs(write_png_job, jobs, choose_workers(workers, n, shape), progress))
+    write_record(out_dir / RECORD_JSON, jobs, label_values(labels, label_noise_sd == 0), boxes, ids)
     if label_noise_sd > 0:
         write_labels(out_dir / TRUE_AGES_CSV, ids, ages, males, whole_months=True)
     write_labels(out_dir / LABELS_CSV, ids, labels, males, whole_months=label_noise_sd == 0)

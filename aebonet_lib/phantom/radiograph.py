@@ -277,15 +277,26 @@ def render(bone_age_months: float, male: bool, size: int | tuple[int, int] = 256
     and the image (pose, framing, exposure); the bone age and sex set the maturity. `style`
     is "raw" (like the RSNA training set) or "registered" (like rsna_sample).
     """
-    shapes, _, transform, pose, px_per_mm, shape, seed = scene(bone_age_months, male, size, seed, style, variation)
+    return render_with_regions(bone_age_months, male, size, seed, style, variation)[0]
+
+
+def render_with_regions(bone_age_months: float, male: bool, size: int | tuple[int, int] = 256, seed: int = 0,
+                        style: str = DEFAULT_STYLE, variation: bool = True) -> tuple[np.ndarray, dict]:
+    """Return the image `render` draws and the boxes of its reader's regions, both from one scene (chapter 6)."""
+    shapes, areas, transform, pose, px_per_mm, shape, seed = scene(bone_age_months, male, size, seed, style, variation)
     tissue, bone = draw_tissue(shapes, transform, shape), draw_bones(shapes, transform, shape)
-    return expose(tissue, bone, pose, seed, px_per_mm, style)
+    return expose(tissue, bone, pose, seed, px_per_mm, style), area_boxes(areas, transform, shape)
 
 
 def regions(bone_age_months: float, male: bool, size: int | tuple[int, int] = 256, seed: int = 0,
             style: str = DEFAULT_STYLE, variation: bool = True) -> dict[str, tuple[int, int, int, int]]:
     """Return pixel boxes (x0, y0, x1, y1) of the regions a reader looks at, for the image `render` draws (chapter 1)."""
     _, areas, transform, _, _, shape, _ = scene(bone_age_months, male, size, seed, style, variation)
+    return area_boxes(areas, transform, shape)
+
+
+def area_boxes(areas: dict, transform: np.ndarray, shape: tuple[int, int]) -> dict[str, tuple[int, int, int, int]]:
+    """Return the pixel box of each reader's area (its outlines' points in millimetres)."""
     return {name: pixel_box(np.concatenate(parts), transform, shape) for name, parts in areas.items()}
 
 
