@@ -308,3 +308,32 @@ def plot_sim2real(table: pd.DataFrame) -> Figure:
     axes[0].set_yticks(np.arange(len(names)), names)
     axes[0].invert_yaxis()  # the axes share y: invert once
     return fig
+
+
+def plot_label_curves(summary: pd.DataFrame, split: str = "val", floor: float | None = None) -> Figure:
+    """Draw MAE against labels on a log axis: fine-tuned methods (left) and linear probes (right), seed bands (chapter 7).
+
+    `summary` is `experiments.grid_results.summarize`'s table: one row per (kind, method,
+    fraction, split) with `mae`, `ci_low` and `ci_high` (intervals over seeds and images).
+    `floor` (such as the median predictor's MAE) is drawn as a dashed line.
+    """
+    set_style()
+    rows = summary[summary.split == split]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+    for ax, kind, title in zip(axes, ("finetune", "probes"), ("fine-tuned, equal steps", "linear probes (frozen)")):
+        part = rows[(rows.kind == kind) & (rows.method != "median")]
+        colors = arm_colors(sorted(part.method.unique()))
+        for method, cell in part.sort_values("fraction").groupby("method"):
+            x = cell.fraction * 100
+            ax.plot(x, cell.mae, marker="o", color=colors[method], label=f"{method} ({cell.seeds.max()} seeds)")
+            ax.fill_between(x, cell.ci_low, cell.ci_high, color=colors[method], alpha=0.18, linewidth=0)
+        if floor is not None:
+            ax.axhline(floor, color="0.5", linestyle="--", linewidth=1, label="median predictor")
+        ax.set_xscale("log")
+        fractions = np.sort(part.fraction.unique()) * 100
+        ax.set_xticks(fractions, [f"{f:g} %" for f in fractions])
+        ax.minorticks_off()
+        ax.set(xlabel="labels used (% of the training split)", title=title)
+        ax.legend(fontsize=8)
+    axes[0].set_ylabel(f"{split} MAE (months); bands: 95 % over seeds and images")
+    return fig

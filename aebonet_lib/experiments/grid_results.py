@@ -19,7 +19,8 @@ from aebonet_lib.runs.files import atomic_write, read_json, write_json
 
 RUN_COLUMNS = ["method", "fraction", "seed", "steps", "n_labels", "split", "mae", "budget", "wall_s", "commit",
                "dirty"]
-Z_POWER = 1.959964 + 0.841621  # two-sided 5 % test, 80 % power
+POWER = 0.8
+Z_POWER = 1.959964 + 0.841621  # normal quantiles: two-sided 5 % test (0.975) plus POWER (0.8)
 
 
 def finetune_rows(grid: Path) -> tuple[list[dict], list[pd.DataFrame]]:
@@ -152,3 +153,31 @@ def truth_of(results: Path, predictions: pd.DataFrame) -> dict[str, pd.Series]:
     if "true" not in source:
         raise ValueError(f"{results}: no true ages recorded; collect fine-tuning runs first")
     return {split: part.drop_duplicates("id").set_index("id")["true"] for split, part in source.groupby("split")}
+
+
+# What chapter 7 reads
+
+RESULTS = Path(__file__).resolve().parent.parent / "results" / "label_efficiency"
+
+
+def load_summary(results: str | Path = RESULTS) -> pd.DataFrame | None:
+    """Return the shipped grid's summary.csv, or None where no grid has been collected."""
+    path = Path(results) / "summary.csv"
+    return pd.read_csv(path) if path.is_file() else None
+
+
+def verdicts(summary: pd.DataFrame, method: str, split: str = "val") -> pd.DataFrame:
+    """Return, per fraction, whether `method` beats its baseline (interval of the difference below 0), and by how much."""
+    rows = summary[(summary.method == method) & (summary.split == split) & (summary.baseline.fillna("") != "")]
+    verdict = np.where(rows.difference_ci_high < 0, "yes", np.where(rows.difference_ci_low > 0, "no, worse",
+                                                                    "no clear difference"))
+    return rows.assign(beats_baseline=verdict)[["fraction", "seeds", "mae", "ci_low", "ci_high", "baseline",
+                                                "difference", "difference_ci_low", "difference_ci_high",
+                                                "detectable_80", "beats_baseline"]].sort_values("fraction")
+
+
+def verdict_line(row) -> str:
+    """Return one verdict as a sentence part, such as "at 1 %: yes, by -2.1 months (-3.0 to -1.2; 5 seeds)"."""
+    return (f"at {row.fraction:.1%}".replace(".0%", "%") + f": {row.beats_baseline}, "
+            f"{row.difference:+.1f} months ({row.difference_ci_low:+.1f} to {row.difference_ci_high:+.1f}; "
+            f"{row.seeds} seeds)")
