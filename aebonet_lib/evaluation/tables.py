@@ -16,13 +16,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from aebonet_lib import paper
 from aebonet_lib.config import PRESETS
 from aebonet_lib.errors import AebonetError
 from aebonet_lib.runs.files import atomic_write, read_json, read_table
 from aebonet_lib.runs.modelfiles import read_sidecar
 
 PAPER = "Sirati-Amsheh, Shabaninia & Chaparian, J Biomed Phys Eng 2025, doi:10.31661/jbpe.v0i0.2304-1609"
-PAPER_URL = "https://jbpe.sums.ac.ir/article_49723.html"
 NO_ROW = "named in the paper's text, but Table 5 has no row for it"
 THIS_PROJECT = "this project"
 RSNA_TEST_200 = "RSNA 2017 challenge test set (200 images)"
@@ -33,7 +33,7 @@ PUBLISHED: list[dict] = [
      "source": f"as listed in Table 4 of {PAPER}", "note": ""},
     {"method": "Gao et al. 2020", "metric": "MAE", "value": 9.997, "unit": "months", "data": "RSNA",
      "source": f"as listed in Table 4 of {PAPER}", "note": ""},
-    {"method": "AE-BoNet (Sirati-Amsheh et al. 2025)", "metric": "MAE", "value": 9.3, "unit": "months",
+    {"method": "AE-BoNet (Sirati-Amsheh et al. 2025)", "metric": "MAE", "value": paper.TEST_MAE, "unit": "months",
      "data": "RSNA, 200 test images drawn from the 12,611 training images", "source": PAPER, "note": "abstract"},
     {"method": "RSNA 2017 challenge, top five", "metric": "MAD", "value": 4.2, "value_low": 4.2, "value_high": 4.5,
      "unit": "months", "data": RSNA_TEST_200,
@@ -55,16 +55,10 @@ TABLE4_COLUMNS = ["metric", "value", "value_low", "value_high", "unit", "value_m
 BACKBONE_NAMES = {"aebonet": "AE-BoNet", "mobilenet": "MobileNet", "xception": "Xception", "inceptionv3": "InceptionV3",
                   "vgg16": "VGG16", "resnet50": "ResNet50", "scratch": "from scratch (control)"}
 # The paper's Table 5 in full: (MAE in months, MSE in months squared) at each input size.
-PAPER_TABLE5 = {
-    450: {"Xception": (14.7, 352.8), "VGG16": (15.8, 427.6), "InceptionV3": (13.6, 295.5), "MobileNet": (12.5, 268.8),
-          "AE-BoNet": (9.9, 161.1)},
-    256: {"Xception": (16.1, 413.6), "VGG16": (19.1, 661.2), "InceptionV3": (16.1, 416.3), "MobileNet": (12.9, 296.8),
-          "AE-BoNet": (9.3, 144.6)},
-}
+PAPER_TABLE5 = paper.TABLE5
 PAPER_TABLE5_MAE_256 = {name: mae for name, (mae, _) in PAPER_TABLE5[256].items()}
 # The paper's Table 2: each autoencoder stage's epochs, and its end-of-stage training MSE and "Accuracy".
-PAPER_TABLE2 = [(300, 0.000206, 0.4866), (200, 0.000172, 0.6169), (100, 0.000166, 0.6819), (150, 0.000156, 0.6830),
-                (150, 0.000148, 0.6839)]
+PAPER_TABLE2 = [row[1:] for row in paper.TABLE2]
 
 
 

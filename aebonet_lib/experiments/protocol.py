@@ -70,7 +70,7 @@ class Budget:
 # more steps. Measured on 2026-11-27 (quiet 2-core CPU, 2 min 10 s): at 25 % of the labels
 # pretrained 26.1 against scratch 32.4 months, at 100 % 19.0 against 21.8, predicting the mean
 # 34.2; one seed, so give more seeds and steps, and reuse a pretraining run, when time allows.
-# paper: the fractions of issue 5, three seeds, the paper's 900 staged epochs and 100 regressor epochs.
+# paper: five fractions from 5 % to all the labels, three seeds, the paper's 900 staged epochs and 100 regressor epochs.
 BUDGETS: dict[str, Budget] = {
     "cpu": Budget(fractions=(0.25, 1.0), num_seeds=1, pretrain_epochs=2, steps=200, min_epochs=2,
                   stage_cuts=(1, 2)),

@@ -1,4 +1,4 @@
-"""Sim-to-real: a model trained only on phantoms, tested on real radiographs (issue 12, chapter 7).
+"""Sim-to-real: a model trained only on phantoms, tested on real radiographs (chapter 7).
 
 The phantom earns its place as the course's offline dataset only if what a network learns on
 it is true of real hands. The test: train AE-BoNet (or the from-scratch control) on phantoms

@@ -220,7 +220,7 @@ def bone_ends(kind: str, length: float) -> tuple[float, float, float]:
 
 @functools.lru_cache(maxsize=16384)  # about 21 bones x 229 months x 2 sexes in a dataset
 def epiphysis_local(kind: str, length: float, shaft: float, width_ratio: float, capping: float,
-                    physis_gap: float, fused: bool, scar: float) -> tuple:
+                    physis_gap: float, fused: bool) -> tuple:
     """Return an epiphysis in its bone's frame: outer and inner outline, and the bridge over a fused physis (or None).
 
     Cached: it depends on the bone and its maturity only, and datasets repeat whole months.
@@ -249,7 +249,7 @@ def epiphysis_shapes(kind: str, epiphysis: dict, start: np.ndarray, angle: float
     """Return the epiphysis of one tubular bone beyond its physis, and the bridge over the physis once fused."""
     outer, inner, bridge = epiphysis_local(
         kind, length, shaft, epiphysis["width_ratio"], epiphysis["capping"],
-        epiphysis["physis_gap"], epiphysis["fused"], epiphysis["scar"],
+        epiphysis["physis_gap"], epiphysis["fused"],
     )
     shapes = shell("bone", outer, inner, start, angle, stretch=stretch)
     if bridge is not None:  # the epiphyseal scar, fading over the years after fusion
