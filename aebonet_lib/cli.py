@@ -149,24 +149,35 @@ def run_evaluate(args: argparse.Namespace) -> int:
     out_dir = args.out or model.parent
     print(predict.format_metrics(result))
     print(f"wrote {out_dir / 'metrics.json'} and {out_dir / 'predictions.csv'}")
-    summary = trust.counts_summary(result)
-    if summary:  # one line on stderr: stdout stays the report
-        print(summary, file=sys.stderr)
+    for warning in (result.get("ci95_note"), trust.counts_summary(result)):
+        if warning:  # one line each on stderr: stdout stays the report
+            print(warning if warning.startswith("warning:") else f"warning: {warning}", file=sys.stderr)
     return 0
 
 
 def run_predict(args: argparse.Namespace) -> int:
-    """Print (or write with --out) predicted bone ages and their flags as CSV; warn on stderr of flagged images."""
+    """Print (or write with --out) predicted bone ages and their flags as CSV; warn on stderr of flagged and skipped images."""
+    from pathlib import Path
+
     from aebonet_lib.evaluation import predict, trust
     from aebonet_lib.runs.files import atomic_write
 
-    table = predict.predict_images(args.model, args.images, sex=args.sex, progress=False)
+    note = predict.ignored_sex_note(args.model, args.sex, args.sex_from)
+    if note:
+        print(note, file=sys.stderr)
+    table = predict.predict_images(args.model, args.images, sex=args.sex, sex_from=args.sex_from,
+                                   skip_bad=args.skip_bad, max_pixels=args.max_pixels)
     if args.out is None:
-        print(table.to_csv(index=False), end="")
+        predict.write_predictions(sys.stdout, table, args.model)
     else:
         with atomic_write(args.out) as f:
-            table.to_csv(f, index=False)
+            predict.write_predictions(f, table, args.model)
         print(f"wrote {len(table)} predictions to {args.out}")
+    report = predict.write_skipped(table, args.out.parent if args.out else Path.cwd())
+    if report:
+        skipped = len(table.attrs["skipped"])
+        print(f"warning: skipped {skipped} of {skipped + len(table)} images that could not be used; "
+              f"the list with reasons is in {report}", file=sys.stderr)
     summary = trust.flag_summary(table)
     if summary:  # one line on stderr: the CSV on stdout stays clean
         print(summary, file=sys.stderr)
