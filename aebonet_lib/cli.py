@@ -44,7 +44,7 @@ def run_prepare(args: argparse.Namespace) -> int:
     prepared = loading.load_data(
         args.data, args.size, seed=args.seed, split_kind=args.split, skip_bad=args.skip_bad, clahe=args.clahe,
         normalize=args.normalize, layout=args.layout, csv=args.csv, image_col=args.image_col, age_col=args.age_col,
-        sex_col=args.sex_col, cache_dir=args.out, workers=args.workers)
+        sex_col=args.sex_col, cache_dir=args.out, workers=args.workers, max_pixels=args.max_pixels)
     print(loading.describe(prepared))
     return 0
 

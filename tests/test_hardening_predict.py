@@ -218,7 +218,7 @@ def test_skip_bad_predicts_the_rest_and_reports_the_others(models, hands, tmp_pa
     assert main(["predict", "--model", str(models["plain"]), str(hands[0].parent), "--skip-bad", "--out", str(out)]) == 0
     report = pd.read_csv(out.parent / "bad_inputs_report.csv")
     assert list(report["file"].map(lambda f: Path(f).name)) == ["201.png", "202.png"]
-    assert "truncated PNG" in report["reason"][0] and "not a PNG, JPEG, TIFF or DICOM" in report["reason"][1]
+    assert "truncated PNG" in report["reason"][0] and "not a PNG/JPEG/TIFF" in report["reason"][1]
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"warning: skipped 2 of 5 images that could not be used; the list with reasons is in "
                    f"{out.parent / 'bad_inputs_report.csv'}"]
@@ -306,3 +306,14 @@ def test_cli_sex_needs_a_flag_for_a_sex_model_and_is_ignored_without_one(models,
     captured = capsys.readouterr()
     assert captured.err.strip() == f"note: --sex is ignored: {models['plain']} takes no sex input (it reads the image alone)"
     assert "bone_age_months" in captured.out
+
+
+def test_prepare_takes_max_pixels_and_a_raised_limit_reads_the_refused_image_again(tmp_path, capsys):
+    write_kaggle(tmp_path / "kaggle", n=4, size=(48, 36))
+    args = ["prepare", "--data", str(tmp_path / "kaggle"), "--size", "32", "--out", str(tmp_path / "cache")]
+    assert main([*args, "--max-pixels", "1000", "--workers", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "4 bad input(s)" in err and "36x48 pixels (0.00173 megapixels)" in err and "pass --max-pixels 1728" in err
+    data = loading.load_data(tmp_path / "kaggle", 32, cache_dir=tmp_path / "cache", workers=1, progress=False,
+                             max_pixels=1728)
+    assert len(data) == 4

@@ -54,15 +54,20 @@ def decode_picture(data: bytes, name: str, max_pixels: int = MAX_PIXELS) -> np.n
     check_pixels(width, height, name, max_pixels)
     image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)  # ignores EXIF orientation
     if image is None:
-        raise AebonetError(f"{name}: cannot decode the image (damaged, or not a PNG/JPEG/TIFF); re-export or remove it")
+        raise AebonetError(undecodable(name))
     return scale_to_unit(upright(to_gray(image), orientation), name)
+
+
+def undecodable(name: str) -> str:
+    """Return the message for a file that is no PNG, JPEG or TIFF this library can decode."""
+    return f"{name}: cannot decode the image (damaged, or not a PNG/JPEG/TIFF); re-export or remove it"
 
 
 def picture_header(data: bytes, name: str) -> tuple[int, int, int]:
     """Return a PNG, JPEG or TIFF's width, height and EXIF orientation, read from its header without decoding pixels."""
     reader = next((reader for magic, reader in HEADER_READERS if data.startswith(magic)), None)
     if reader is None:
-        raise AebonetError(f"{name}: not a PNG, JPEG, TIFF or DICOM file (unknown header); re-export it as PNG")
+        raise AebonetError(undecodable(name))
     try:
         with reader(io.BytesIO(data)) as image:
             width, height = image.size
@@ -84,7 +89,7 @@ def check_pixels(width: int, height: int, name: str, max_pixels: int, frames: in
     pixels = width * height * frames
     if pixels > max_pixels:
         size = f"{width}x{height}" + (f"x{frames} frames" if frames > 1 else "")
-        raise AebonetError(f"{name}: {size} pixels ({pixels / 1e6:.0f} megapixels) is over the limit of "
+        raise AebonetError(f"{name}: {size} pixels ({pixels / 1e6:.3g} megapixels) is over the limit of "
                            f"{max_pixels / 1e6:g} megapixels that guards against decompression bombs; "
                            f"if the image is genuine, pass --max-pixels {pixels}")
 
