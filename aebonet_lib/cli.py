@@ -149,16 +149,16 @@ def run_evaluate(args: argparse.Namespace) -> int:
     out_dir = args.out or model.parent
     print(predict.format_metrics(result))
     print(f"wrote {out_dir / 'metrics.json'} and {out_dir / 'predictions.csv'}")
-    for warning in (result.get("ci95_note"), trust.counts_summary(result)):
-        if warning:  # one line each on stderr: stdout stays the report
-            print(warning if warning.startswith("warning:") else f"warning: {warning}", file=sys.stderr)
+    if result.get("ci95_note"):  # one line each on stderr: stdout stays the report
+        print(f"warning: {result['ci95_note']}", file=sys.stderr)
+    summary = trust.counts_summary(result)
+    if summary:
+        print(summary, file=sys.stderr)
     return 0
 
 
 def run_predict(args: argparse.Namespace) -> int:
     """Print (or write with --out) predicted bone ages and their flags as CSV; warn on stderr of flagged and skipped images."""
-    from pathlib import Path
-
     from aebonet_lib.evaluation import predict, trust
     from aebonet_lib.runs.files import atomic_write
 
@@ -173,14 +173,9 @@ def run_predict(args: argparse.Namespace) -> int:
         with atomic_write(args.out) as f:
             predict.write_predictions(f, table, args.model)
         print(f"wrote {len(table)} predictions to {args.out}")
-    report = predict.write_skipped(table, args.out.parent if args.out else Path.cwd())
-    if report:
-        skipped = len(table.attrs["skipped"])
-        print(f"warning: skipped {skipped} of {skipped + len(table)} images that could not be used; "
-              f"the list with reasons is in {report}", file=sys.stderr)
-    summary = trust.flag_summary(table)
-    if summary:  # one line on stderr: the CSV on stdout stays clean
-        print(summary, file=sys.stderr)
+    for warning in (predict.report_skipped(table, args.out), trust.flag_summary(table)):
+        if warning:  # one line each on stderr: the CSV on stdout stays clean
+            print(warning, file=sys.stderr)
     return 0
 
 

@@ -403,7 +403,14 @@ def write_predictions(f, table: pd.DataFrame, model_path: str | Path) -> None:
     table.to_csv(f, index=False)
 
 
-def write_skipped(table: pd.DataFrame, folder: Path) -> Path | None:
-    """Write the images predict_images skipped, with why, to bad_inputs_report.csv in `folder`; None when none was."""
+def report_skipped(table: pd.DataFrame, out: Path | None) -> str | None:
+    """List the images predict_images skipped, with why, in bad_inputs_report.csv beside `out` (else here); say where.
+
+    Returns the one-line warning, or None when no image was skipped.
+    """
     skipped = table.attrs.get("skipped")
-    return readers.write_report(folder, skipped) if skipped else None
+    if not skipped:
+        return None
+    report = readers.write_report(Path(out).parent if out else Path.cwd(), skipped)
+    return (f"warning: skipped {len(skipped)} of {len(skipped) + len(table)} images that could not be used; "
+            f"the list with reasons is in {report}")
