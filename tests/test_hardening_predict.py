@@ -293,6 +293,9 @@ def test_an_image_missing_from_the_sex_file_is_named_or_skipped(models, hands, t
         predict.predict_images(models["sex"], hands, sex_from=tmp_path / "sexes.csv", progress=False)
     table = predict.predict_images(models["sex"], hands, sex_from=tmp_path / "sexes.csv", skip_bad=True, progress=False)
     assert len(table) == 1 and [p.reason for p in table.attrs["skipped"]][0].startswith("no row for image id '102'")
+    (tmp_path / "twice.csv").write_text("id,sex\n101,F\n101.png,M\n")
+    with pytest.raises(AebonetError, match=r"twice.csv row 3: image id '101' has rows of both sexes; keep one"):
+        predict.read_sex_file(tmp_path / "twice.csv")
     (tmp_path / "bad.csv").write_text("name,gender\n101,F\n")
     with pytest.raises(AebonetError, match=r"bad.csv: no column named id or image id or case id or image"):
         predict.read_sex_file(tmp_path / "bad.csv")

@@ -291,9 +291,10 @@ def read_sex_file(path: str | Path) -> dict[str, float]:
     sexes = {}
     for row, image_id, text in zip(itertools.count(2), table[id_col], table[sex_col]):
         value, problem = readers.parse_sex(text)
-        if problem:
-            raise AebonetError(f"{path} row {row}: {problem}")
-        sexes[readers.strip_image_suffix(str(image_id).strip())] = value
+        image_id = readers.strip_image_suffix(str(image_id).strip())
+        if problem or sexes.get(image_id, value) != value:
+            raise AebonetError(f"{path} row {row}: {problem or f'image id {image_id!r} has rows of both sexes; keep one'}")
+        sexes[image_id] = value
     return sexes
 
 
@@ -312,6 +313,8 @@ def sexes_from_file(files: list[Path], path: str | Path, skip_bad: bool) -> tupl
 
 def input_sexes(files: list[Path], meta: ModelMeta, model_path, sex: str | None, sex_from, skip_bad: bool) -> tuple:
     """Return the files to predict, their sex input (None for a model without one) and the files skipped for want of it."""
+    if sex is not None and sex_from is not None:
+        raise AebonetError("--sex and --sex-from: give one (the same sex for every image, or each image's from a file)")
     if meta.sex_input and sex_from is not None:
         return sexes_from_file(files, sex_from, skip_bad)
     return files, sex_array(sex, len(files), meta, model_path), []
