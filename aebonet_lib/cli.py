@@ -158,7 +158,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 
 def run_predict(args: argparse.Namespace) -> int:
-    """Print (or write with --out) predicted bone ages and their flags as CSV; warn on stderr of flagged and skipped images."""
+    """Print (or write with --out) predicted bone ages and flags as CSV; warn on stderr of flagged and skipped images."""
     from aebonet_lib.evaluation import predict, trust
     from aebonet_lib.runs.files import atomic_write
 

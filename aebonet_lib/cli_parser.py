@@ -13,7 +13,8 @@ SPLIT_HELP = ("how to split SRC into train/val/test: paper (default: at random, 
               "needs the official RSNA release)")
 NOT_CLINICAL = ("Not for clinical use: the estimates are for research and education, from a model that is not a "
                 "medical device and was not validated for diagnosis. The shipped rsna-cpu model was trained on RSNA "
-                "Pediatric Bone Age Challenge data (non-commercial research and education use, with attribution; see NOTICE).")
+                "Pediatric Bone Age Challenge data (non-commercial research and education use, with attribution; "
+                "see NOTICE).")
 MAX_PIXELS_HELP = (f"refuse images with more pixels than N before decoding them (default {MAX_PIXELS}: a guard "
                    "against decompression bombs; a hand radiograph has 2-10 million)")
 EPILOG_DATA = "SRC is a dataset folder (Kaggle or official RSNA layout, or a CSV), a cache folder made by `aebonet prepare`, or phantom[:N] for N synthetic radiographs."

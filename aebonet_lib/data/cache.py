@@ -96,7 +96,8 @@ def is_current(cache_dir: Path, table: pd.DataFrame, params: PreprocessParams, m
         return False
     manifest = read_json(cache_dir / MANIFEST)
     return (manifest.get("format") == CACHE_FORMAT and manifest.get("params") == params.to_dict()
-            and manifest.get("table_sha256") == table_sha256(table) and manifest.get("max_pixels", MAX_PIXELS) == max_pixels
+            and manifest.get("table_sha256") == table_sha256(table)
+            and manifest.get("max_pixels", MAX_PIXELS) == max_pixels
             and all(file_unchanged(entry) for entry in manifest["files"]))
 
 
@@ -118,7 +119,8 @@ def prepare_file(path: str, params: PreprocessParams, max_pixels: int = MAX_PIXE
     return to_uint8(preprocess(image, params)), entry
 
 
-def prepare_file_safely(path: str, params: PreprocessParams, max_pixels: int = MAX_PIXELS) -> tuple[np.ndarray | None, dict]:
+def prepare_file_safely(path: str, params: PreprocessParams,
+                        max_pixels: int = MAX_PIXELS) -> tuple[np.ndarray | None, dict]:
     """Run `prepare_file`, turning a file that vanished or cannot be opened into a bad input."""
     try:
         return prepare_file(path, params, max_pixels)

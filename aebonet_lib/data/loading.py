@@ -213,8 +213,8 @@ def load_raw(raw: RawDataset, params: PreprocessParams, cache_dir: Path, skip_ba
     """Build (or reuse) the cache of a checked dataset and stop on problems unless skip_bad; return cache, problems."""
     from aebonet_lib.data import cache as cache_lib
 
-    cache = cache_lib.build_cache(raw.good_rows, params, cache_dir, source=str(raw.root), workers=workers, progress=progress,
-                                  max_pixels=max_pixels)
+    cache = cache_lib.build_cache(raw.good_rows, params, cache_dir, source=str(raw.root), workers=workers,
+                                  progress=progress, max_pixels=max_pixels)
     problems = raw.problems + image_problems(raw, cache.bad)
     report = write_report(cache_dir, problems)
     stop_on_problems(problems, str(raw.root), report, skip_bad, len(cache.table))
