@@ -58,7 +58,8 @@ def run_prepare(args: argparse.Namespace) -> int:
     prepared = loading.load_data(
         args.data, args.size, seed=args.seed, split_kind=args.split, skip_bad=args.skip_bad, clahe=args.clahe,
         normalize=args.normalize, layout=args.layout, csv=args.csv, image_col=args.image_col, age_col=args.age_col,
-        sex_col=args.sex_col, cache_dir=args.out, workers=args.workers, force=args.force)
+        sex_col=args.sex_col, cache_dir=args.out, workers=args.workers, force=args.force,
+        max_pixels=args.max_pixels)
     print(loading.describe(prepared))
     return 0
 
@@ -164,28 +165,34 @@ def run_evaluate(args: argparse.Namespace) -> int:
     out_dir = args.out or model.parent
     print(predict.format_metrics(result))
     print(f"wrote {out_dir / 'metrics.json'} and {out_dir / 'predictions.csv'}")
+    if result.get("ci95_note"):  # one line each on stderr: stdout stays the report
+        print(f"warning: {result['ci95_note']}", file=sys.stderr)
     summary = trust.counts_summary(result)
-    if summary:  # one line on stderr: stdout stays the report
+    if summary:
         print(summary, file=sys.stderr)
     return 0
 
 
 def run_predict(args: argparse.Namespace) -> int:
-    """Print (or write with --out) predicted bone ages and their flags as CSV; warn on stderr of flagged images."""
+    """Print (or write with --out) predicted bone ages and flags as CSV; warn on stderr of flagged and skipped images."""
     from aebonet_lib.evaluation import predict, trust
     from aebonet_lib.runs.files import atomic_write
 
     check_overwrite(args, args.out)
-    table = predict.predict_images(args.model, args.images, sex=args.sex, progress=False)
+    note = predict.ignored_sex_note(args.model, args.sex, args.sex_from)
+    if note:
+        print(note, file=sys.stderr)
+    table = predict.predict_images(args.model, args.images, sex=args.sex, sex_from=args.sex_from,
+                                   skip_bad=args.skip_bad, max_pixels=args.max_pixels)
     if args.out is None:
-        print(table.to_csv(index=False), end="")
+        predict.write_predictions(sys.stdout, table, args.model)
     else:
         with atomic_write(args.out) as f:
-            table.to_csv(f, index=False)
+            predict.write_predictions(f, table, args.model)
         print(f"wrote {len(table)} predictions to {args.out}")
-    summary = trust.flag_summary(table)
-    if summary:  # one line on stderr: the CSV on stdout stays clean
-        print(summary, file=sys.stderr)
+    for warning in (predict.report_skipped(table, args.out), trust.flag_summary(table)):
+        if warning:  # one line each on stderr: the CSV on stdout stays clean
+            print(warning, file=sys.stderr)
     return 0
 
 

@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import textwrap
 from pathlib import Path
 
-from aebonet_lib.options import DECODERS, PRECISIONS, PRESET_NAMES, SPLIT_KINDS
+from aebonet_lib.options import DECODERS, MAX_PIXELS, PRECISIONS, PRESET_NAMES, SPLIT_KINDS
 
 SPLIT_HELP = ("how to split SRC into train/val/test: paper (default: at random, seeded, with the preset's fractions), "
               "stratified (the same sizes, stratified by age) or official (the RSNA challenge's own sets; "
               "needs the official RSNA release)")
+NOT_CLINICAL = ("Not for clinical use: the estimates are for research and education, from a model that is not a "
+                "medical device and was not validated for diagnosis. The shipped rsna-cpu model was trained on RSNA "
+                "Pediatric Bone Age Challenge data (non-commercial research and education use, with attribution; "
+                "see NOTICE).")
+MAX_PIXELS_HELP = (f"refuse images with more pixels than N before decoding them (default {MAX_PIXELS}: a guard "
+                   "against decompression bombs; a hand radiograph has 2-10 million)")
 EPILOG_DATA = "SRC is a dataset folder (Kaggle or official RSNA layout, or a CSV), a cache folder made by `aebonet prepare`, or phantom[:N] for N synthetic radiographs."
 
 
@@ -103,6 +110,7 @@ def add_prepare(sub) -> None:
     p.add_argument("--out", required=True, type=Path, metavar="CACHE_DIR", help="cache folder to write")
     p.add_argument("--workers", type=positive_int, help="processes (default: all cores)")
     p.add_argument("--skip-bad", action="store_true", help="drop bad inputs, listing them in bad_inputs_report.csv")
+    p.add_argument("--max-pixels", type=positive_int, default=MAX_PIXELS, metavar="N", help=MAX_PIXELS_HELP)
     p.add_argument("--seed", type=int, default=0, help="seed of the phantom and of the split shown (default 0)")
     p.add_argument("--split", choices=SPLIT_KINDS, default="paper",
                    help="the split shown: paper (default: at random, seeded by --seed, 70/15/15), stratified (the same "
@@ -147,14 +155,24 @@ def add_evaluate(sub) -> None:
 
 
 def add_predict(sub) -> None:
-    """Add `aebonet predict`: predict bone age for radiographs."""
-    p = add_command(sub, "predict", "predict bone age for radiographs",
-                    "aebonet predict --model runs/reg/model.keras hand.png --sex F")
+    """Add `aebonet predict`: predict bone age for radiographs (not for clinical use)."""
+    p = add_command(sub, "predict", "predict bone age for radiographs (research and education only, not for clinical "
+                    "use)", "aebonet predict --model runs/reg/model.keras hand.png --sex F")
+    p.epilog = f"{p.epilog}\n\n{textwrap.fill(NOT_CLINICAL, 79)}"
     p.add_argument("--model", required=True, type=Path, metavar="MODEL",
                    help="model file (RUN/model.keras) or the name of a shipped model")
     p.add_argument("images", nargs="+", type=Path, metavar="IMAGE_OR_DIR", help="image files or folders of images")
-    p.add_argument("--sex", choices=["M", "F"], help="the child's sex (needed by models trained with --sex-input)")
+    sex = p.add_mutually_exclusive_group()
+    sex.add_argument("--sex", choices=["M", "F"],
+                     help="the child's sex, for every image (needed by models trained with --sex-input)")
+    sex.add_argument("--sex-from", type=Path, metavar="CSV",
+                     help="each image's sex from a label file: an id column (the file name without suffix: id, "
+                          "Image ID or Case ID) and a sex column (male True/False, or Sex M/F), as the RSNA files have")
     p.add_argument("--out", type=Path, help="write the CSV here instead of printing it")
+    p.add_argument("--skip-bad", action="store_true",
+                   help="predict the usable images and list the others, with why, in bad_inputs_report.csv "
+                        "(beside --out, else in the current folder)")
+    p.add_argument("--max-pixels", type=positive_int, default=MAX_PIXELS, metavar="N", help=MAX_PIXELS_HELP)
 
 
 def add_demo(sub) -> None:

@@ -57,7 +57,7 @@ def test_changed_file_is_decoded_again(tmp_path, monkeypatch):
     cv2.imwrite(table["path"][2], 255 - blob_image(40, 30, seed=2))
     decoded = []
     real = cache.prepare_file
-    monkeypatch.setattr(cache, "prepare_file", lambda path, params: decoded.append(path) or real(path, params))
+    monkeypatch.setattr(cache, "prepare_file", lambda path, *args: decoded.append(path) or real(path, *args))
     after = cache.build_cache(table, PARAMS, tmp_path / "c", workers=1, progress=False).X
     assert decoded == [table["path"][2]]  # only the changed file
     assert not np.array_equal(after[2], before[2])

@@ -193,7 +193,7 @@ def test_cli_predict_warns_in_one_line_on_stderr(aebonet_model, data, tmp_path, 
     files = [write_png(tmp_path / "usual.png", usual), write_png(tmp_path / "inverted.png", 1 - usual)]
     assert main(["predict", "--model", str(aebonet_model), *map(str, files)]) == 0
     captured = capsys.readouterr()
-    lines = captured.out.strip().splitlines()
+    lines = [line for line in captured.out.strip().splitlines() if not line.startswith("#")]  # after the disclaimer
     assert lines[0] == "file,bone_age_months,bone_age,predicted_raw,out_of_range,ood_score,unlike_training,flagged"
     assert len(lines) == 3 and lines[1].endswith(",False,False") and lines[2].endswith(",True,True")
     warning = captured.err.strip().splitlines()

@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from aebonet_lib.data.imagefiles import decode_image, image_problem
+from aebonet_lib.data.imagefiles import MAX_PIXELS, decode_image, image_problem
 from aebonet_lib.data.preprocess import PreprocessParams, preprocess, to_uint8
 from aebonet_lib.errors import AebonetError
 from aebonet_lib.runs import hardware
@@ -98,24 +98,25 @@ def file_unchanged(entry: dict) -> bool:
     return stat.st_size == entry["size"] and file_sha256(entry["path"]) == entry["sha256"]
 
 
-def is_current(cache_dir: Path, table: pd.DataFrame, params: PreprocessParams) -> bool:
+def is_current(cache_dir: Path, table: pd.DataFrame, params: PreprocessParams, max_pixels: int = MAX_PIXELS) -> bool:
     """Tell whether the cache in `cache_dir` was built from exactly these rows, files and parameters."""
     if not is_cache(cache_dir) or not (cache_dir / IMAGES).is_file():
         return False
     manifest = read_json(cache_dir / MANIFEST)
     return (manifest.get("format") == CACHE_FORMAT and manifest.get("params") == params.to_dict()
             and manifest.get("table_sha256") == table_sha256(table)
+            and manifest.get("max_pixels", MAX_PIXELS) == max_pixels
             and all(file_unchanged(entry) for entry in manifest["files"]))
 
 
-def prepare_file(path: str, params: PreprocessParams) -> tuple[np.ndarray | None, dict]:
+def prepare_file(path: str, params: PreprocessParams, max_pixels: int = MAX_PIXELS) -> tuple[np.ndarray | None, dict]:
     """Decode, check and preprocess one image file; return the uint8 image (None if bad) and its file record."""
     stat = os.stat(path)
     data = Path(path).read_bytes()
     entry = {"path": path, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns,
              "sha256": hashlib.sha256(data).hexdigest(), "problem": None}
     try:
-        image = decode_image(data, Path(path).name)
+        image = decode_image(data, Path(path).name, max_pixels)
         entry["problem"] = image_problem(image)
     except AebonetError as e:
         entry["problem"] = str(e).removeprefix(f"{Path(path).name}: ")
@@ -126,10 +127,11 @@ def prepare_file(path: str, params: PreprocessParams) -> tuple[np.ndarray | None
     return to_uint8(preprocess(image, params)), entry
 
 
-def prepare_file_safely(path: str, params: PreprocessParams) -> tuple[np.ndarray | None, dict]:
+def prepare_file_safely(path: str, params: PreprocessParams,
+                        max_pixels: int = MAX_PIXELS) -> tuple[np.ndarray | None, dict]:
     """Run `prepare_file`, turning a file that vanished or cannot be opened into a bad input."""
     try:
-        return prepare_file(path, params)
+        return prepare_file(path, params, max_pixels)
     except OSError as e:
         return None, {"path": path, "size": -1, "mtime_ns": -1, "sha256": "", "problem": f"cannot read the file ({e.strerror})"}
 
@@ -139,7 +141,8 @@ def start_worker() -> None:
     cv2.setNumThreads(1)
 
 
-def prepared_files(paths: Sequence[str], params: PreprocessParams, workers: int) -> Iterator[tuple[np.ndarray | None, dict]]:
+def prepared_files(paths: Sequence[str], params: PreprocessParams, workers: int,
+                   max_pixels: int = MAX_PIXELS) -> Iterator[tuple[np.ndarray | None, dict]]:
     """Yield `prepare_file` results for `paths` in order, computed by `workers` processes.
 
     Workers are started fresh ("spawn"), not forked: a forked copy of a process that
@@ -148,7 +151,7 @@ def prepared_files(paths: Sequence[str], params: PreprocessParams, workers: int)
     multiprocessing, a script that calls this at its top level needs an
     `if __name__ == "__main__":` guard (notebooks and the `aebonet` command do not).
     """
-    work = functools.partial(prepare_file_safely, params=params)
+    work = functools.partial(prepare_file_safely, params=params, max_pixels=max_pixels)
     if workers <= 1 or len(paths) < MIN_IMAGES_PER_WORKER * workers:
         yield from map(work, paths)
         return
@@ -172,7 +175,7 @@ def copy_unchanged(out: np.ndarray, paths: Sequence[str], params: PreprocessPara
     old, old_X = reusable_files(cache_dir, params)
     entries: list[dict | None] = [None] * len(paths)
     for i, path in enumerate(paths):
-        if path in old and file_unchanged(old[path][0]):
+        if path in old and file_unchanged(old[path][0]) and old[path][0]["problem"] is None:  # a bad file: again
             entries[i], old_row = old[path]
             if entries[i]["problem"] is None:
                 out[i] = old_X[old_row]
@@ -180,12 +183,12 @@ def copy_unchanged(out: np.ndarray, paths: Sequence[str], params: PreprocessPara
 
 
 def fill_images(out: np.ndarray, paths: Sequence[str], params: PreprocessParams, cache_dir: Path,
-                workers: int, progress: bool) -> list[dict]:
+                workers: int, progress: bool, max_pixels: int = MAX_PIXELS) -> list[dict]:
     """Write every image into `out`, decoding only new or changed files, and return the file records."""
     entries = copy_unchanged(out, paths, params, cache_dir)
     todo = [i for i, e in enumerate(entries) if e is None]
     with tqdm(total=len(todo), desc="preparing images", unit="img", disable=not progress or not todo) as bar:
-        for i, (image, entry) in zip(todo, prepared_files([paths[i] for i in todo], params, workers)):
+        for i, (image, entry) in zip(todo, prepared_files([paths[i] for i in todo], params, workers, max_pixels)):
             entries[i] = entry
             if image is not None:
                 out[i] = image
@@ -297,7 +300,7 @@ def require_cache_folder(cache_dir: Path) -> None:
 
 
 def write_images(table: pd.DataFrame, params: PreprocessParams, cache_dir: Path, workers: int,
-                 progress: bool) -> list[dict]:
+                 progress: bool, max_pixels: int = MAX_PIXELS) -> list[dict]:
     """Build images.npy in `cache_dir` for the rows of `table`; return one file record per row."""
     shape = (len(table), params.image_size, params.image_size)
     require_free_space(cache_dir, int(np.prod(shape)))
@@ -306,7 +309,7 @@ def write_images(table: pd.DataFrame, params: PreprocessParams, cache_dir: Path,
     every = Path(name)  # every row, bad ones too, before the bad rows are dropped
     try:
         X = allocate_images(every, shape)
-        entries = fill_images(X, list(table["path"]), params, cache_dir, workers, progress)
+        entries = fill_images(X, list(table["path"]), params, cache_dir, workers, progress, max_pixels)
         X.flush()
         del X
         (cache_dir / MANIFEST).unlink(missing_ok=True)  # from here on the folder is not a valid cache
@@ -323,7 +326,8 @@ def write_images(table: pd.DataFrame, params: PreprocessParams, cache_dir: Path,
 
 
 def build_cache(table: pd.DataFrame, params: PreprocessParams, cache_dir: str | os.PathLike, source: str = "",
-                workers: int | None = None, progress: bool = True, force: bool = False) -> Cache:
+                workers: int | None = None, progress: bool = True, force: bool = False,
+                max_pixels: int = MAX_PIXELS) -> Cache:
     """Decode, check and preprocess every row's image once into `cache_dir`, reusing what has not changed.
 
     `table` has one row per image with columns id, boneage, male, split and path.
@@ -333,28 +337,28 @@ def build_cache(table: pd.DataFrame, params: PreprocessParams, cache_dir: str | 
     """
     cache_dir = Path(cache_dir)
     table = table.reset_index(drop=True)
-    if is_current(cache_dir, table, params):
+    if is_current(cache_dir, table, params, max_pixels):
         return open_cache(cache_dir)
     require_cache_folder(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
     with build_lock(cache_dir):
-        if not is_current(cache_dir, table, params):  # else a build that held the lock made this very cache
+        if not is_current(cache_dir, table, params, max_pixels):  # else a build that held the lock made this very cache
             check_source(cache_dir, source, force)
             remove_leftovers(cache_dir)
-            write_cache(table, params, cache_dir, source, workers, progress)
+            write_cache(table, params, cache_dir, source, workers, progress, max_pixels)
     return open_cache(cache_dir)
 
 
 def write_cache(table: pd.DataFrame, params: PreprocessParams, cache_dir: Path, source: str, workers: int | None,
-                progress: bool) -> None:
+                progress: bool, max_pixels: int = MAX_PIXELS) -> None:
     """Write images.npy, table.csv and, last, manifest.json in `cache_dir` (with its build lock held)."""
-    entries = write_images(table, params, cache_dir, workers or hardware.available_cpus(), progress)
+    entries = write_images(table, params, cache_dir, workers or hardware.available_cpus(), progress, max_pixels)
     good = [e["problem"] is None for e in entries]
     with atomic_write(cache_dir / TABLE) as f:
         table.loc[good, TABLE_COLUMNS].to_csv(f, index=False)
     write_json(cache_dir / MANIFEST, {
         "format": CACHE_FORMAT, "params": params.to_dict(), "source": source, "created": time.strftime("%Y-%m-%d %H:%M:%S"),
-        "n_images": int(sum(good)), "table_sha256": table_sha256(table),
+        "n_images": int(sum(good)), "table_sha256": table_sha256(table), "max_pixels": max_pixels,
         "files": [{"id": i, **e} for i, e in zip(table["id"], entries)],
     })
 

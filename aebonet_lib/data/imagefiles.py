@@ -9,42 +9,95 @@ from typing import Sequence
 
 import cv2
 import numpy as np
+from PIL import JpegImagePlugin, PngImagePlugin, TiffImagePlugin
 
 from aebonet_lib.data.preprocess import PreprocessParams, preprocess
 from aebonet_lib.errors import AebonetError
+from aebonet_lib.options import MAX_PIXELS  # refused above this before decoding: a decompression bomb, or a mistake
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".dcm", ".dicom")
 DICOM_SUFFIXES = (".dcm", ".dicom")
+ORIENTATION_TAG = 0x0112  # EXIF: how the stored pixels turn to stand upright (1: as stored)
+HEADER_READERS = ((b"\x89PNG", PngImagePlugin.PngImageFile), (b"\xff\xd8", JpegImagePlugin.JpegImageFile),
+                  (b"II*\x00", TiffImagePlugin.TiffImageFile), (b"MM\x00*", TiffImagePlugin.TiffImageFile),
+                  (b"II+\x00", TiffImagePlugin.TiffImageFile), (b"MM\x00+", TiffImagePlugin.TiffImageFile))
+# EXIF orientation -> the turn that stands the stored pixels upright (as PIL.ImageOps.exif_transpose)
+UPRIGHT = {2: lambda a: a[:, ::-1], 3: lambda a: a[::-1, ::-1], 4: lambda a: a[::-1], 5: lambda a: a.T,
+           6: lambda a: np.rot90(a, -1), 7: lambda a: a[::-1, ::-1].T, 8: lambda a: np.rot90(a)}
 
 
 # ---------------------------------------------------------------- decoding one image
 
-def read_image(path: str | os.PathLike) -> np.ndarray:
-    """Read a PNG, JPEG, TIFF or DICOM radiograph as float32 (H, W) in [0, 1], bright bone on dark."""
+def read_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Read a PNG, JPEG, TIFF or DICOM radiograph as float32 (H, W) in [0, 1], bright bone on dark, upright."""
     path = Path(path)
     try:
         data = path.read_bytes()
     except OSError as e:
         raise AebonetError(f"{path}: cannot read the file ({e.strerror}); check that it exists and is readable") from None
-    return decode_image(data, path.name)
+    return decode_image(data, path.name, max_pixels)
 
 
-def decode_image(data: bytes, name: str) -> np.ndarray:
+def decode_image(data: bytes, name: str, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """Decode the bytes of an image file, choosing DICOM or picture decoding by content and name."""
     if not data:
         raise AebonetError(f"{name}: empty file (0 bytes); re-export or remove it")
     if data[128:132] == b"DICM" or name.lower().endswith(DICOM_SUFFIXES):
-        return decode_dicom(data, name)
-    return decode_picture(data, name)
+        return decode_dicom(data, name, max_pixels)
+    return decode_picture(data, name, max_pixels)
 
 
-def decode_picture(data: bytes, name: str) -> np.ndarray:
-    """Decode a PNG, JPEG or TIFF (8- or 16-bit, gray, RGB or RGBA) to float32 gray in [0, 1]."""
+def decode_picture(data: bytes, name: str, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Decode a PNG, JPEG or TIFF (8- or 16-bit, gray, RGB or RGBA) to float32 gray in [0, 1], turned upright."""
     check_complete(data, name)
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    width, height, orientation = picture_header(data, name)
+    check_pixels(width, height, name, max_pixels)
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)  # ignores EXIF orientation
     if image is None:
-        raise AebonetError(f"{name}: cannot decode the image (damaged, or not a PNG/JPEG/TIFF); re-export or remove it")
-    return scale_to_unit(to_gray(image), name)
+        raise AebonetError(undecodable(name))
+    return scale_to_unit(upright(to_gray(image), orientation), name)
+
+
+def undecodable(name: str) -> str:
+    """Return the message for a file that is no PNG, JPEG or TIFF this library can decode."""
+    return f"{name}: cannot decode the image (damaged, or not a PNG/JPEG/TIFF); re-export or remove it"
+
+
+def picture_header(data: bytes, name: str) -> tuple[int, int, int]:
+    """Return a PNG, JPEG or TIFF's width, height and EXIF orientation, read from its header without decoding pixels."""
+    reader = next((reader for magic, reader in HEADER_READERS if data.startswith(magic)), None)
+    if reader is None:
+        raise AebonetError(undecodable(name))
+    try:
+        with reader(io.BytesIO(data)) as image:
+            width, height = image.size
+            return width, height, exif_orientation(image)
+    except Exception as e:  # Pillow raises many types for a damaged header
+        raise AebonetError(f"{name}: cannot read the image's header ({type(e).__name__}: {e}); "
+                           "re-export or remove it") from None
+
+
+def exif_orientation(image) -> int:
+    """Return the EXIF orientation of an opened PNG or JPEG; 1 for a TIFF, which OpenCV already turns upright."""
+    if image.format == "JPEG" or (image.format == "PNG" and "exif" in image.info):  # a PNG's getexif() would decode it
+        return int(image.getexif().get(ORIENTATION_TAG, 1))
+    return 1
+
+
+def check_pixels(width: int, height: int, name: str, max_pixels: int, frames: int = 1) -> None:
+    """Refuse an image with more than `max_pixels` pixels before it is decoded (a decompression bomb, or a mistake)."""
+    pixels = width * height * frames
+    if pixels > max_pixels:
+        size = f"{width}x{height}" + (f"x{frames} frames" if frames > 1 else "")
+        raise AebonetError(f"{name}: {size} pixels ({pixels / 1e6:.3g} megapixels) is over the limit of "
+                           f"{max_pixels / 1e6:g} megapixels that guards against decompression bombs; "
+                           f"if the image is genuine, pass --max-pixels {pixels}")
+
+
+def upright(image: np.ndarray, orientation: int) -> np.ndarray:
+    """Turn a gray image stored with an EXIF orientation (1-8) upright; other values leave it as stored."""
+    turn = UPRIGHT.get(orientation)
+    return image if turn is None else np.ascontiguousarray(turn(image))
 
 
 def check_complete(data: bytes, name: str) -> None:
@@ -81,10 +134,11 @@ def scale_to_unit(image: np.ndarray, name: str) -> np.ndarray:
     raise AebonetError(f"{name}: pixel type {image.dtype} not supported; save it as an 8- or 16-bit PNG")
 
 
-def decode_dicom(data: bytes, name: str) -> np.ndarray:
+def decode_dicom(data: bytes, name: str, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """Decode a DICOM radiograph: rescale slope and intercept, VOI window, MONOCHROME1 inverted."""
     import pydicom
 
+    check_dicom_pixels(data, name, max_pixels)
     try:
         ds = pydicom.dcmread(io.BytesIO(data), force=True)
         pixels = ds.pixel_array.astype(np.float64)
@@ -97,6 +151,18 @@ def decode_dicom(data: bytes, name: str) -> np.ndarray:
     if ds.get("PhotometricInterpretation", "") == "MONOCHROME1":  # 0 means white: flip to bright bone
         image = 1 - image
     return image.astype(np.float32)
+
+
+def check_dicom_pixels(data: bytes, name: str, max_pixels: int) -> None:
+    """Refuse a DICOM whose header (Rows, Columns, frames) claims more than `max_pixels` pixels, before decoding."""
+    import pydicom
+
+    try:
+        ds = pydicom.dcmread(io.BytesIO(data), force=True, stop_before_pixels=True)
+        rows, columns, frames = (int(ds.get(tag) or 1) for tag in ("Rows", "Columns", "NumberOfFrames"))
+    except Exception:  # a header pydicom cannot read: decoding it says why
+        return
+    check_pixels(columns, rows, name, max_pixels, frames)
 
 
 def dicom_gray(pixels: np.ndarray, ds, name: str) -> np.ndarray:
@@ -137,9 +203,9 @@ def image_problem(image: np.ndarray) -> str | None:
     return None
 
 
-def load_image(path: str | os.PathLike, params: PreprocessParams) -> np.ndarray:
+def load_image(path: str | os.PathLike, params: PreprocessParams, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """Read one radiograph and preprocess it like the cache does: float32 (S, S) in [0, 1]."""
-    image = read_image(path)
+    image = read_image(path, max_pixels)
     problem = image_problem(image)
     if problem:
         raise AebonetError(f"{path}: {problem}")

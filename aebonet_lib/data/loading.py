@@ -41,6 +41,7 @@ from aebonet_lib.data.readers import (
     write_report,
 )
 from aebonet_lib.errors import AebonetError
+from aebonet_lib.options import MAX_PIXELS
 
 # ---------------------------------------------------------------- the data a chapter trains on
 
@@ -219,12 +220,12 @@ def stop_on_problems(problems: list[Problem], where: str, report: Path | None, s
 
 
 def load_raw(raw: RawDataset, params: PreprocessParams, cache_dir: Path, skip_bad: bool, workers: int | None,
-             progress: bool, force: bool = False):
+             progress: bool, force: bool = False, max_pixels: int = MAX_PIXELS):
     """Build (or reuse) the cache of a checked dataset and stop on problems unless skip_bad; return cache, problems."""
     from aebonet_lib.data import cache as cache_lib
 
     cache = cache_lib.build_cache(raw.good_rows, params, cache_dir, source=str(raw.root), workers=workers,
-                                  progress=progress, force=force)
+                                  progress=progress, force=force, max_pixels=max_pixels)
     problems = raw.problems + image_problems(raw, cache.bad)
     report = write_report(cache_dir, problems)
     stop_on_problems(problems, str(raw.root), report, skip_bad, len(cache.table))
@@ -249,7 +250,7 @@ def load_data(source: str | os.PathLike, image_size: int | None = 256, seed: int
               layout: str = "auto", phantom_n: int = 1500, progress: bool = True, stratify: bool = False,
               csv: str | os.PathLike | None = None, image_col: str = "image", age_col: str = "boneage",
               sex_col: str | None = None, cache_dir: str | os.PathLike | None = None,
-              workers: int | None = None, force: bool = False) -> BoneAgeData:
+              workers: int | None = None, force: bool = False, max_pixels: int = MAX_PIXELS) -> BoneAgeData:
     """Read, check and cache a dataset, then return its arrays and splits (chapter 2).
 
     `source` is 'phantom' or 'phantom:N', a dataset folder (Kaggle, official RSNA, a CSV
@@ -262,7 +263,8 @@ def load_data(source: str | os.PathLike, image_size: int | None = 256, seed: int
     `split_kind` says how to split: "paper" (the default, whatever the layout: a random
     split seeded by `seed` with the fractions `split`), "stratified" (the same sizes,
     stratified by age; `stratify=True` says the same) or "official" (the RSNA
-    challenge's own sets, for a dataset in the official RSNA layout only).
+    challenge's own sets, for a dataset in the official RSNA layout only). Images of
+    more than `max_pixels` pixels are bad inputs, refused before they are decoded.
     A `cache_dir` holding the cache of another dataset is replaced only with `force=True`.
     """
     from aebonet_lib.data import cache as cache_lib
@@ -281,5 +283,5 @@ def load_data(source: str | os.PathLike, image_size: int | None = 256, seed: int
     raw = read_dataset(folder, layout, csv, image_col, age_col, sex_col)
     check_official_sets(raw.good_rows, split_kind, str(source))
     cache_dir = Path(cache_dir) if cache_dir else default_cache_dir(raw, params, root)
-    cache, problems = load_raw(raw, params, cache_dir, skip_bad, workers, progress, force)
+    cache, problems = load_raw(raw, params, cache_dir, skip_bad, workers, progress, force, max_pixels)
     return data_from_cache(cache, str(source), split, seed, split_kind, problems)

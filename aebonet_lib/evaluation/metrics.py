@@ -27,6 +27,7 @@ AGE_BANDS: dict[str, tuple[float, float]] = {
 }
 OUTSIDE_BANDS = "outside 0-19 y"
 SEX_GROUPS = ("girls", "boys", "unknown")
+MIN_N_FOR_INTERVAL = 20  # below this many images a bootstrap interval means nothing: it is not shown
 
 
 def as_vector(values, name: str) -> np.ndarray:
@@ -138,6 +139,14 @@ def summarize(y, y_hat, n_boot: int = 2000, seed: int = 0) -> dict:
         "mse_ci95": list(bootstrap_ci(y, y_hat, mse, n_boot, 0.95, seed)),
         "n": int(len(y)),
     }
+
+
+def interval_note(n: int) -> str | None:
+    """Return why a bootstrap interval over n images is not shown (n below MIN_N_FOR_INTERVAL), or None when it is."""
+    if n >= MIN_N_FOR_INTERVAL:
+        return None
+    return (f"n = {n} image{'s' if n != 1 else ''}, below {MIN_N_FOR_INTERVAL}: a bootstrap interval over so few "
+            "means nothing, so none is shown; evaluate on more images")
 
 
 def mean_predictor(y, train_mean: float, n_boot: int = 2000, seed: int = 0) -> dict:

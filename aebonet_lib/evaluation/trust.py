@@ -123,7 +123,11 @@ def feature_model(model: keras.Model) -> keras.Model:
 
 def pooled_features(model: keras.Model, X: np.ndarray) -> np.ndarray:
     """Return the regressor's pooled features (N, C) for images X."""
-    features = feature_model(model)
+    return features_of(feature_model(model), X)
+
+
+def features_of(features: keras.Model, X: np.ndarray) -> np.ndarray:
+    """Return the pooled features (N, C) a `feature_model` gives images X, in batches."""
     batches = [to_numpy(features(as_batch(X[start:start + BATCH_SIZE], features.input_shape[1]), training=False))
                for start in range(0, len(X), BATCH_SIZE)]
     return np.concatenate(batches) if batches else np.zeros((0, features.output_shape[-1]), np.float32)
@@ -285,18 +289,46 @@ def score(model_path: str | Path, X: np.ndarray, male: np.ndarray | None = None,
 
 def calibrated_scores(record: dict, model_path: str | Path, X: np.ndarray, model: keras.Model | None) -> np.ndarray:
     """Return each image's largest score relative to its threshold: feature distance, and reconstruction error if calibrated."""
+    return load_scorer(model_path, model, record)[1](X)
+
+
+def load_scorer(model_path: str | Path, model: keras.Model | None = None, record: dict | None = None) -> tuple:
+    """Return the calibration record ({} without one) and a function images -> scores (None without one), loaded once.
+
+    Scoring batch after batch (`predict.predict_images`) then loads the feature arrays
+    and the autoencoder only once.
+    """
+    record = read_calibration(model_path) if record is None else record
+    if not record:
+        return {}, None
     if not is_current(record):
         raise AebonetError(f"{trust_path(model_path)}: a calibration of an older version; calibrate again "
                            "(trust.calibrate_run on the run's training split)")
-    model = model if model is not None else load_model(model_path)[0]
-    scores = feature_scores(pooled_features(model, X), load_feature_arrays(model_path), record["features"])
-    if "reconstruction" in record:
-        limits = record["reconstruction"]
-        autoencoder = load_model(Path(model_path).parent / limits["autoencoder"])[0]
-        errors = reconstruction_errors(autoencoder, X).astype(np.float64)
-        too_well = limits["low_threshold"] / np.maximum(errors, 1e-12)
-        scores = np.maximum(scores, np.maximum(errors / limits["threshold"], too_well))
-    return scores
+    features = feature_model(model if model is not None else load_model(model_path)[0])
+    fitted, autoencoder = load_feature_arrays(model_path), calibration_autoencoder(record, model_path)
+
+    def scores(X: np.ndarray) -> np.ndarray:
+        result = feature_scores(features_of(features, X), fitted, record["features"])
+        return result if autoencoder is None else np.maximum(result, reconstruction_scores(autoencoder, X, record))
+    return record, scores
+
+
+def calibration_autoencoder(record: dict, model_path: str | Path) -> keras.Model | None:
+    """Load the autoencoder a calibration names, refusing a name that is not a file in the model's own folder."""
+    if "reconstruction" not in record:
+        return None
+    name = str(record["reconstruction"].get("autoencoder", ""))
+    if Path(name).name != name or name in ("", ".", ".."):
+        raise AebonetError(f"{trust_path(model_path)}: names the autoencoder {name!r}, which is not a file in the "
+                           "model's folder; restore the file written with the model, or calibrate again")
+    return load_model(Path(model_path).parent / name)[0]
+
+
+def reconstruction_scores(autoencoder: keras.Model, X: np.ndarray, record: dict) -> np.ndarray:
+    """Return each image's reconstruction error over its threshold, or the low threshold over it (redrawn too well)."""
+    limits = record["reconstruction"]
+    errors = reconstruction_errors(autoencoder, X).astype(np.float64)
+    return np.maximum(errors / limits["threshold"], limits["low_threshold"] / np.maximum(errors, 1e-12))
 
 
 def outside(scores: np.ndarray) -> np.ndarray:
@@ -305,16 +337,17 @@ def outside(scores: np.ndarray) -> np.ndarray:
 
 
 def flag(model_path: str | Path, X: np.ndarray, y_hat: np.ndarray, male: np.ndarray | None = None,
-         model: keras.Model | None = None) -> pd.DataFrame:
+         model: keras.Model | None = None, scorer: tuple | None = None) -> pd.DataFrame:
     """Return one row per image: the clamped prediction, the raw one, and the flags (chapter 6).
 
     Columns: predicted (clamped to AGE_RANGE), predicted_raw, out_of_range, ood_score
     (NaN without a calibration), unlike_training (False without one), flagged (either flag).
     The table's attrs["trust"] names the method and percentile, for `flag_summary`.
+    `scorer` (from `load_scorer`) spares loading the calibration again for each batch.
     """
     y_hat = np.asarray(y_hat, np.float64).reshape(-1)
-    record = read_calibration(model_path) or {}
-    scores = calibrated_scores(record, model_path, X, model) if record else None
+    record, score_images = scorer or load_scorer(model_path, model)
+    scores = None if score_images is None else score_images(X)
     out_of_range = (y_hat < AGE_RANGE[0]) | (y_hat > AGE_RANGE[1]) | ~np.isfinite(y_hat)
     unlike = np.zeros(len(y_hat), bool) if scores is None else outside(scores)
     table = pd.DataFrame({"predicted": np.clip(np.nan_to_num(y_hat, nan=AGE_RANGE[0]), *AGE_RANGE),

@@ -162,4 +162,25 @@ def load_model(path: str | Path) -> tuple[keras.Model, ModelMeta]:
                                f"install Keras {meta.keras_version} or newer") from None
         raise AebonetError(f"{path}: could not load the model ({reason}); "
                            "the file is damaged or not an aebonet model") from None
+    check_input_size(path, meta, [tuple(t.shape[1:3]) for t in model.inputs if len(t.shape) == 4])
     return model, meta
+
+
+def saved_image_shapes(path: str | Path) -> list[tuple]:
+    """Return the (H, W) of a .keras archive's image inputs, read from its config.json without building the model."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            layers = json.loads(archive.read("config.json"))["config"]["layers"]
+        shapes = [layer["config"].get("batch_shape") for layer in layers if layer["class_name"] == "InputLayer"]
+    except (KeyError, TypeError, ValueError, OSError, zipfile.BadZipFile):  # another layout: the loaded model is checked
+        return []
+    return [tuple(shape[1:3]) for shape in shapes if shape and len(shape) == 4]
+
+
+def check_input_size(path: str | Path, meta: ModelMeta, shapes: list[tuple]) -> None:
+    """Refuse a sidecar whose image_size is not the size of the model's image input."""
+    for height, width in shapes:
+        if None not in (height, width) and (height, width) != (meta.image_size, meta.image_size):
+            raise AebonetError(f"{Path(path).with_suffix('.json')}: says image_size {meta.image_size!r} but "
+                               f"{Path(path).name} reads {height}x{width} images; restore the sidecar saved "
+                               "with the model (edited, or another model's)")
