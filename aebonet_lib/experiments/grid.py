@@ -264,22 +264,26 @@ def probe_rows(name: str, features: np.ndarray, data: BoneAgeData, plan: GridPla
     return rows, predictions
 
 
-def probe_encoders(pretrain_dirs: dict[str, Path], plan: GridPlan, config: Config) -> dict[str, keras.Model]:
-    """Return the encoders to probe: each objective at each budget, and the same network left at random."""
+def probe_encoders(pretrain_dirs: dict[str, Path], plan: GridPlan, config: Config, log=print) -> dict[str, keras.Model]:
+    """Return the encoders to probe: the network left at random, and each finished objective at each budget."""
     set_seeds(config)
     encoders = {"probe-random": paper.build_encoder(config)}
     for objective, run_dir in pretrain_dirs.items():
+        if not (run_dir / "done.json").is_file():
+            log(f"{run_dir}: pretraining has not finished; its probes wait for a later run of --stage probes")
+            continue
         for budget in plan.budgets:
             encoders[f"probe-{objective}-e{budget}"] = encoder_at(run_dir, budget)
     return encoders
 
 
-def run_probes(data: BoneAgeData, config: Config, pretrain_dirs: dict[str, Path], plan: GridPlan, out: Path) -> None:
+def run_probes(data: BoneAgeData, config: Config, pretrain_dirs: dict[str, Path], plan: GridPlan, out: Path,
+               log=print) -> None:
     """Probe every encoder and the two floors, writing probes/NAME.json and probes/NAME.csv.gz once each."""
     folder = out / "probes"
     folder.mkdir(parents=True, exist_ok=True)
     named = {"median": None, "probe-thumbnail": thumbnails(np.asarray(data.X))}
-    for name, encoder in probe_encoders(pretrain_dirs, plan, config).items():
+    for name, encoder in probe_encoders(pretrain_dirs, plan, config, log).items():
         if not (folder / f"{name}.json").is_file():
             named[name] = pooled_features(encoder, np.asarray(data.X))
     for name, features in named.items():
@@ -375,7 +379,7 @@ def label_grid(data: BoneAgeData, config: Config, plan: GridPlan, out: Path, sta
             log(f"pretraining {objective} for up to {max(plan.budgets)} epochs")
             pretrain_objective(data, config.replace(objective=objective), pretrain_dirs[objective], plan, False)
     if stage in ("all", "probes"):
-        run_probes(data, config, pretrain_dirs, plan, out)
+        run_probes(data, config, pretrain_dirs, plan, out, log)
         log("probes done")
     if stage in ("all", "finetune"):
         for method, fraction, seed in fine_tune_jobs(plan, methods):
