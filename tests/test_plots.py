@@ -171,3 +171,18 @@ def test_sim2real_figure_has_a_panel_per_split_and_a_row_per_model(tmp_path):
     assert "predicting the mean (33.0)" in fig.axes[1].get_xlabel()
     plots.save_figure(fig, tmp_path / "sim2real.png")
     assert (tmp_path / "sim2real.png").stat().st_size > 0
+
+
+def test_label_curves_draw_each_method_with_its_band_per_panel():
+    rows = []
+    for kind, methods in (("finetune", ("scratch", "autoencoder")), ("probes", ("probe-random", "median"))):
+        for method in methods:
+            for fraction in (0.01, 0.1, 1.0):
+                rows.append({"kind": kind, "method": method, "fraction": fraction, "split": "val", "seeds": 5,
+                             "mae": 30 - 5 * fraction, "ci_low": 28 - 5 * fraction, "ci_high": 32 - 5 * fraction})
+    fig = plots.plot_label_curves(pd.DataFrame(rows), "val", floor=33.0)
+    tuned, probes = fig.axes
+    assert [line.get_label() for line in tuned.lines[:2]] == ["autoencoder (5 seeds)", "scratch (5 seeds)"]
+    assert len(tuned.collections) == 2 and len(probes.collections) == 1  # bands; the median is the floor, not a curve
+    assert tuned.get_xscale() == "log" and any(line.get_label() == "median predictor" for line in tuned.lines)
+    assert list(tuned.lines[0].get_ydata()) == [30 - 5 * f for f in (0.01, 0.1, 1.0)]
