@@ -27,6 +27,9 @@ ZOOM_FRACTION = 0.10  # scale between 0.9 and 1.1
 BRIGHTNESS_DELTA = 0.10  # added grey level between -0.1 and 0.1
 CONTRAST_RANGE = (0.8, 1.2)  # factor on the distance from the image mean
 TARGETS = ("age", "image")
+# Added times the run's seed to each batch's augmentation seed (epoch + 1, batch + 1): a prime larger than any
+# epoch or batch count, so that two runs with different seeds never draw the same augmentations.
+RUN_SEED_STRIDE = 1_000_003
 
 
 def usable_indices(data: BoneAgeData, split: str, target: str, sex_input: bool) -> np.ndarray:
@@ -107,18 +110,21 @@ def model_inputs(target: str, sex_input: bool):
 
 
 def epoch_batches(indices: np.ndarray, batch_size: int, drop_remainder: bool, seed: int, epoch: tf.Variable):
-    """Return batches of (indices, augmentation seed) whose order is a function of (seed, the epoch variable) only."""
+    """Return batches of (indices, augmentation seed) whose order is a function of (seed, the epoch variable) only.
+
+    The epoch's order is drawn once, when the epoch's stream starts, then cut into batches;
+    batch b of epoch e gets the augmentation seed (e + 1, b + 1).
+    """
     table = tf.constant(indices.astype(np.int64))
-    positions = tf.data.Dataset.range(len(indices)).batch(batch_size, drop_remainder=drop_remainder)
 
-    def lookup(batch_positions):
-        """Return the batch's image indices in this epoch's order, and a seed for its augmentation."""
-        order = tf.random.experimental.stateless_shuffle(table, seed=tf.stack([tf.constant(seed, tf.int64),
-                                                                                 epoch.read_value()]))
-        batch_number = batch_positions[0] // batch_size
-        return tf.gather(order, batch_positions), tf.stack([epoch.read_value() + 1, batch_number + 1])
+    def epoch_order(_):
+        """Return this epoch's order of the image indices."""
+        return tf.random.experimental.stateless_shuffle(table, seed=tf.stack([tf.constant(seed, tf.int64),
+                                                                             epoch.read_value()]))
 
-    return positions.map(lookup)
+    batches = tf.data.Dataset.range(1).map(epoch_order).unbatch().batch(batch_size, drop_remainder=drop_remainder)
+    return batches.enumerate().map(
+        lambda batch_number, batch: (batch, tf.stack([epoch.read_value() + 1, batch_number + 1])))
 
 
 def make_tf_dataset(data: BoneAgeData, split: str, batch_size: int, target: str = "age", sex_input: bool = False,
@@ -164,7 +170,7 @@ def keyed_stream(data: BoneAgeData, indices: np.ndarray, batch_size: int, target
         """Return one batch's float images (augmented when asked), ages and sexes."""
         images, y, male = load(index)
         x = to_unit(images)
-        return (augment_batch(x, batch_seed + seed * 1_000_003) if augment else x), y, male
+        return (augment_batch(x, batch_seed + seed * RUN_SEED_STRIDE) if augment else x), y, male
 
     ds = epoch_batches(indices, batch_size, drop_remainder, seed, epoch)
     ds = ds.map(batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
