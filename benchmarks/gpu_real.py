@@ -104,8 +104,10 @@ def precision_for(config) -> str:
         import jax
 
         device = jax.devices()[0]
-        capability = getattr(device, "compute_capability", None)
-        return gpu_precision([int(p) for p in str(capability).split(".")]) if capability else "fp32"
+        if device.platform != "gpu":
+            return "fp32"
+        capability = getattr(device, "compute_capability", None)  # such as "9.0"
+        return gpu_precision([int(p) for p in str(capability).split(".")]) if capability else "bf16"
     from aebonet_lib.runs.hardware import best_precision
 
     return best_precision(width=config.width)

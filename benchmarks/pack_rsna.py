@@ -26,9 +26,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from aebonet_lib.config import PAPER_SPLIT  # noqa: E402
-from aebonet_lib.data.loading import load_data  # noqa: E402
-from aebonet_lib.errors import AebonetError  # noqa: E402
+from aebonet_lib.errors import AebonetError  # noqa: E402  (the check's machine imports `decode` alone: no loader there)
 
 SPLITS = ("train", "val", "test")
 QUALITIES = (95, 90, 85, 80, 75, 70, 65, 60, 55, 50, 45, 40, 35, 30)
@@ -81,6 +79,9 @@ def pixel_error(originals, packed: list[bytes]) -> dict:
 def pack(data_source: str, out: Path, size: int, fraction: float, max_mib: float, quality: int | None,
          seed: int = 0) -> dict:
     """Write OUT/rsna.npz and return its meta: load and preprocess as the course does, subsample, re-encode."""
+    from aebonet_lib.config import PAPER_SPLIT
+    from aebonet_lib.data.loading import load_data
+
     data = load_data(data_source, size, seed=seed, split=PAPER_SPLIT, split_kind="paper", workers=1)
     kept = kept_indices(data.splits, fraction, seed)
     order = np.concatenate([kept[name] for name in SPLITS])
