@@ -140,11 +140,22 @@ def timed_plan(model, X, y, batch_size: int, n_val: int, minutes: float, started
     return budgets.plan_budget(minutes, started, rate, compile_s, 0.0, batch_size, len(X), n_val, most)
 
 
+def compile_autoencoder(model: keras.Model, config) -> keras.Model:
+    """Compile as the recipe does; without TensorFlow, with the paper's "accuracy" only (PSNR and SSIM need tf.image)."""
+    if keras.backend.backend() == "tensorflow":
+        return paper.compile_autoencoder(model, config)
+    from aebonet_lib.models.measures import reconstruction_metrics
+
+    model.compile(optimizer=keras.optimizers.Adam(config.ae_lr), loss="mse", metrics=reconstruction_metrics()[:1],
+                  jit_compile=config.jit)
+    return model
+
+
 def pretrain_phase(config, data: dict, minutes: float, report: list) -> tuple[keras.Model, dict]:
     """Pretrain the autoencoder within `minutes`, in the paper's stage proportions; return it and the phase's record."""
     started = budgets.clock()
     X = {name: data["X"][data["splits"][name]] for name in SPLITS}
-    model = paper.compile_autoencoder(paper.build_autoencoder(config), config)
+    model = compile_autoencoder(paper.build_autoencoder(config), config)
     plan = timed_plan(model, X["train"], None, config.ae_batch_size, len(X["val"]), minutes, started,
                       config.ae_num_epochs)
     stages = budgets.proportional_stages(config.ae_stages, plan.epochs)

@@ -249,15 +249,20 @@ def proportional_stages(stages, num_epochs: int) -> list[int]:
     return [int(e) for e in epochs if e > 0]
 
 
+def duration(seconds: float) -> str:
+    """Return seconds in words: '42 s' under a minute and a half, else '2.1 min'."""
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.1f} min"
+
+
 def plan_line(budget: Budget, what: str, stages: list[int] | None = None) -> str:
     """Return the one line that says what a budget measured and planned."""
     fit = (f"the recipe's {budget.recipe_epochs} fit" if budget.epochs == budget.recipe_epochs
            else f"cut from the recipe's {budget.recipe_epochs} to fit")
     shown = f" (stages {', '.join(map(str, stages))})" if stages else ""
-    return (f"{budget.minutes:g} min for {what}: measured {budget.images_per_s:,.1f} training images/s "
+    return (f"{budget.minutes:.3g} min for {what}: measured {budget.images_per_s:,.1f} training images/s "
             f"({budget.timed_steps} steps of {budget.batch_size}); an epoch of {budget.train_images:,} + "
-            f"{budget.val_images:,} validation images takes about {budget.epoch_seconds / 60:.2f} min; "
-            f"{budget.epochs} epochs{shown}, {fit}, about {budget.planned_minutes():.1f} min in all")
+            f"{budget.val_images:,} validation images takes about {duration(budget.epoch_seconds)}; "
+            f"{budget.epochs} epochs{shown}, {fit}, about {duration(60 * budget.planned_minutes())} in all")
 
 
 def spent_before(setup_seconds: float, epoch_seconds_done) -> float:
@@ -305,7 +310,7 @@ def over_line(done: int, total: int, elapsed_min: float, epoch_min: float, budge
     over = projected_min / budget.minutes - 1
     return (f"warning: epoch {done} of {total} ended at {elapsed_min:.1f} min; at {epoch_min:.2f} min per epoch "
             f"(planned {budget.epoch_seconds / 60:.2f}) the run ends at about {projected_min:.1f} min, "
-            f"{over:.0%} over its {budget.minutes:g}-min budget (it still trains the planned epochs)")
+            f"{over:.0%} over its {budget.minutes:.3g}-min budget (it still trains the planned epochs)")
 
 
 def check_budget(minutes: float | None, distribute: str = "none") -> None:
