@@ -101,6 +101,37 @@ def pack(data_source: str, out: Path, size: int, fraction: float, max_mib: float
     return meta
 
 
+def as_uint8(image: np.ndarray) -> np.ndarray:
+    """Return an image of grey levels as uint8."""
+    return np.clip(np.rint(image), 0, 255).astype(np.uint8)
+
+
+def prediction_shift(pack_file: Path, data_source: str, model: str = "rsna-cpu", split: int = 1) -> dict:
+    """Return a trained model's MAE on one split's original and packed images, and how far its predictions move."""
+    from aebonet_lib.data.preprocess import resize_pad
+    from aebonet_lib.evaluation.predict import load_regressor, predict_arrays, resolve_model
+
+    pack = np.load(pack_file)
+    meta = json.loads(str(pack["meta"]))
+    regressor, model_meta = load_regressor(resolve_model(model))
+    size = model_meta.params.image_size
+    from aebonet_lib.config import PAPER_SPLIT
+    from aebonet_lib.data.loading import load_data
+
+    data = load_data(data_source, meta["size"], seed=meta["seed"], split=PAPER_SPLIT, split_kind="paper", workers=1,
+                     progress=False)
+    where = {i: k for k, i in enumerate(np.asarray(data.ids).astype(str))}
+    rows, offsets = np.flatnonzero(pack["split"] == split), pack["offsets"]
+    original = np.stack([as_uint8(resize_pad(np.asarray(data.X[where[i]]), size)) for i in pack["ids"][rows]])
+    packed = np.stack([as_uint8(resize_pad(decode(pack["jpeg"][offsets[k]:offsets[k + 1]].tobytes()), size))
+                       for k in rows])
+    y, a, b = pack["y"][rows], predict_arrays(regressor, original), predict_arrays(regressor, packed)
+    return {"model": model, "images": int(len(rows)), "mae_original": float(np.mean(np.abs(a - y))),
+            "mae_packed": float(np.mean(np.abs(b - y))), "mean_abs_change": float(np.mean(np.abs(a - b))),
+            "max_abs_change": float(np.max(np.abs(a - b))),
+            "mean_predictor_mae": float(np.mean(np.abs(y - np.mean(pack["y"][pack["split"] == 0]))))}
+
+
 def main() -> int:
     """Pack the dataset and print what was written."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -110,9 +141,14 @@ def main() -> int:
     parser.add_argument("--fraction", type=float, default=1.0, help="share of each split to keep (default all)")
     parser.add_argument("--max-mib", type=float, default=50.0, help="the file's limit in MiB (default 50)")
     parser.add_argument("--quality", type=int, help="JPEG quality (default: the highest that fits --max-mib)")
+    parser.add_argument("--check-model", metavar="MODEL",
+                        help="also compare a trained model's validation predictions on original and packed images "
+                             "(such as rsna-cpu, the shipped model); prints them beside the meta")
     args = parser.parse_args()
     try:
         meta = pack(args.data, args.out, args.size, args.fraction, args.max_mib, args.quality)
+        if args.check_model:
+            meta["prediction_shift"] = prediction_shift(args.out / PACK, args.data, args.check_model)
     except AebonetError as e:
         print(f"pack_rsna: error: {e}", file=sys.stderr)
         return 2
