@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -198,6 +199,15 @@ def test_a_budgeted_regressor_records_its_epochs(data, config, tmp_path, monkeyp
     record = records.read_record(run)
     assert record.num_epochs == 3 and record.budget["recipe_epochs"] == 6
     assert checkpoints.read_state(run)["epochs_done"] == 3
+
+
+def test_a_run_whose_clock_runs_a_thousand_times_fast_keeps_one_epoch_and_warns(data, config, tmp_path, monkeypatch,
+                                                                                    capsys):
+    monkeypatch.setattr(budgets, "clock", lambda: 1000 * time.perf_counter())  # every real second looks like 17 min
+    run = training.train(data, config, tmp_path / "reg", backbone="scratch", budget=2.5, progress=False)
+    assert records.read_record(run).num_epochs == 1  # the budget was spent before training: one epoch at least
+    err = capsys.readouterr().err
+    assert "aebonet: budget: warning: epoch 1 of 1 ended at" in err and "over its 2.5-min budget" in err
 
 
 def test_a_budget_on_several_workers_is_refused():
