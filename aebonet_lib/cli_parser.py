@@ -63,8 +63,9 @@ def add_training_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epochs", type=positive_int, help="override the preset's number of epochs")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in RUN")
     p.add_argument("--budget", type=positive_minutes, metavar="MINUTES",
-                   help="fit the run in MINUTES: time a few steps first, then train as many of the recipe's epochs "
-                        "(the preset's or --epochs) as fit, recorded in config.json; --resume keeps that plan")
+                   help="fit the run in MINUTES (counted once the data are loaded): time a few steps first, then "
+                        "train as many of the recipe's epochs (the preset's or --epochs) as fit, recorded in "
+                        "config.json; --resume keeps that plan")
     p.add_argument("--size", type=positive_int, help="override the image size (pixels)")
     p.add_argument("--width", type=float, help="override the width multiplier on filter counts")
     p.add_argument("--batch-size", type=positive_int, help="override the batch size")
