@@ -123,7 +123,7 @@ def run_pretrain(args: argparse.Namespace) -> int:
     config = training_config(args, "ae_batch_size").replace(decoder=args.decoder)
     data = load_training_data(args, config)
     run_dir = training.pretrain(data, config, args.out, num_epochs=args.epochs, resume=args.resume,
-                                distribute=args.distribute, command=command_line())
+                                distribute=args.distribute, command=command_line(), budget=args.budget)
     if not chief:
         return worker_done(args)
     print(f"wrote {run_dir / 'encoder.keras'} (stages: {run_dir / 'stages.csv'})")
@@ -144,7 +144,8 @@ def run_train(args: argparse.Namespace) -> int:
     data = load_training_data(args, config)
     run_dir = training.train(data, config, args.out, backbone=backbone, encoder=args.encoder, weights=args.weights,
                              sex_input=args.sex_input, num_epochs=args.epochs, resume=args.resume,
-                             distribute=args.distribute, freeze_epochs=args.freeze_epochs, command=command_line())
+                             distribute=args.distribute, freeze_epochs=args.freeze_epochs, command=command_line(),
+                             budget=args.budget)
     if not chief:
         return worker_done(args)
     meta = modelfiles.read_model_meta(run_dir / "model.keras")

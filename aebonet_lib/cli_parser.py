@@ -31,6 +31,17 @@ def positive_int(text: str) -> int:
     return value
 
 
+def positive_minutes(text: str) -> float:
+    """Parse a number of minutes greater than zero."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected minutes, such as 45 or 7.5, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be greater than 0, got {text}")
+    return value
+
+
 def add_command(sub, name: str, help: str, example: str) -> argparse.ArgumentParser:
     """Add a subcommand whose --help ends with an example."""
     return sub.add_parser(
@@ -58,6 +69,10 @@ def add_training_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, type=Path, metavar="RUN", help="run folder to write")
     p.add_argument("--epochs", type=positive_int, help="override the preset's number of epochs")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in RUN")
+    p.add_argument("--budget", type=positive_minutes, metavar="MINUTES",
+                   help="fit the run in MINUTES (counted once the data are loaded): time a few steps first, then "
+                        "train as many of the recipe's epochs (the preset's or --epochs) as fit, recorded in "
+                        "config.json; --resume keeps that plan")
     p.add_argument("--size", type=positive_int, help="override the image size (pixels)")
     p.add_argument("--width", type=float, help="override the width multiplier on filter counts")
     p.add_argument("--batch-size", type=positive_int, help="override the batch size")
@@ -120,7 +135,8 @@ def add_prepare(sub) -> None:
 def add_pretrain(sub) -> None:
     """Add `aebonet pretrain`: train the autoencoder without labels, in stages."""
     p = add_command(sub, "pretrain", "train the autoencoder without labels, in stages",
-                    "aebonet pretrain --data phantom --preset cpu --out runs/ae")
+                    "aebonet pretrain --data phantom --preset cpu --out runs/ae\n"
+                    "  aebonet pretrain --data rsna/ --preset colab --budget 45 --out runs/ae --resume   # a class on Colab")
     add_training_options(p)
     p.add_argument("--decoder", choices=DECODERS, help="decoder variant")
 

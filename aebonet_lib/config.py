@@ -157,9 +157,31 @@ PRESETS: dict[str, Config] = {
 # (rsna-cpu takes about 25 minutes to pretrain alone). Coarser: a finger's growth plate is a pixel.
 PRESETS["rsna-class"] = PRESETS["rsna-cpu"].replace(name="rsna-class", image_size=64)
 
+# A class on a GPU (`--preset colab`): the paper's model exactly (256 px, width 1, its filters, batches 8 and
+# 16, Adam 1e-3), its whole real-data run (pretraining, then fine-tuning, on the 10,088 training images) sized
+# to end within an hour on Colab's free T4. Why each number (runs.budget.estimate, chapter 5's table):
+# - ae_stages: Table 2's 300:200:100:150:150 divided by 50, so the stages keep the paper's proportions; 18
+#   epochs are about 40 minutes on a T4 at the slow end of the estimate (the H100's measured 1,363 fp16
+#   images/s divided by the T4's datasheet ratio: 15x fewer TFLOP/s).
+# - reg_num_epochs: 10, where the paper's Figure 3 curves settle; about 10 minutes on a T4 (slow end).
+# - scale_output, cosine decay, keep the last epoch: the rsna-cpu recipe for short runs (validation never
+#   steers training, so its 2,323 images are a second test set).
+# - jit: the rates it is sized from were measured with XLA (Keras 3 on JAX), which is also Keras's own
+#   default on a TensorFlow GPU. precision stays "auto": fp16 on a T4, bf16 on an L4, A100 or H100.
+# Estimates until measured on a T4; `--budget MINUTES` measures the first steps and cuts epochs to fit.
+PRESETS["colab"] = Config(
+    name="colab",
+    ae_stages=(6, 4, 2, 3, 3),
+    reg_num_epochs=10,
+    scale_output=True,
+    lr_schedule="cosine",
+    keep="last",
+    jit=True,
+)
+
 
 def get_config(preset: str = "cpu", **overrides) -> Config:
-    """Return a preset ('paper' or 'cpu'), with any fields overridden."""
+    """Return a preset (options.PRESET_NAMES: paper, cpu, rsna-cpu, rsna-class, colab), with any fields overridden."""
     if preset not in PRESETS:
         raise AebonetError(f"unknown preset {preset!r}: choose one of {', '.join(PRESETS)}")
     return PRESETS[preset].replace(**overrides)

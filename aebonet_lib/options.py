@@ -6,7 +6,7 @@ fraction of a second instead of waiting for TensorFlow.
 """
 
 # The presets of config.PRESETS (tests/test_layout.py checks that the two agree).
-PRESET_NAMES = ("paper", "cpu", "rsna-cpu", "rsna-class")
+PRESET_NAMES = ("paper", "cpu", "rsna-cpu", "rsna-class", "colab")
 # How a dataset is split: the paper's seeded random split, the same sizes stratified by age (our choice),
 # or the RSNA challenge's own training / validation / test sets (official layout only).
 SPLIT_KINDS = ("paper", "stratified", "official")

@@ -13,11 +13,17 @@ It measures, on the first GPU:
 - training throughput of the paper's autoencoder (256 px, width 1, each decoder) and of the
   regressor, in each precision, at the paper's batch sizes and larger ones.
 The JSON is rewritten after every measurement, so a run cut short keeps what it measured.
+
+With `--real PACK` it instead trains the `colab` preset on real radiographs within `--minutes`
+(default 8): a budgeted pretraining and fine-tuning, as `aebonet pretrain/train --budget` plan
+them, then the validation and test MAE (benchmarks/gpu_real.py; PACK is written by
+benchmarks/pack_rsna.py). That mode runs on TensorFlow where it is installed, else on JAX.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import statistics
@@ -25,31 +31,34 @@ import sys
 import time
 from pathlib import Path
 
-os.environ.setdefault("KERAS_BACKEND", "jax")
+REAL = "--real" in sys.argv  # the real-data check: the course's TensorFlow where installed, else JAX
+os.environ.setdefault("KERAS_BACKEND", "tensorflow" if REAL and importlib.util.find_spec("tensorflow") else "jax")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from aebonet_lib import paper
-from aebonet_lib.config import get_config
-from aebonet_lib.models import measures
+from aebonet_lib import paper  # noqa: E402
+from aebonet_lib.config import get_config  # noqa: E402
+from aebonet_lib.models import measures  # noqa: E402
 
 POLICIES = {"fp32": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
-DTYPES = {"fp32": jnp.float32, "bf16": jnp.bfloat16, "fp16": jnp.float16}
+DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}  # jax.numpy's names
 TRAIN_STEP_FACTOR = 3  # a training step: forward, and a backward pass costing about twice the forward
 
 
 def device_name() -> str:
     """Return the first accelerator's name as the bench rows spell it."""
+    import jax
+
     device = jax.devices()[0]
     return f"GPU: {device.device_kind}" if device.platform == "gpu" else "CPU"
 
 
 def timed(run, repeats: int) -> list[float]:
     """Return the seconds of `repeats` calls of `run`, each waited for to the end."""
+    import jax
+
     seconds = []
     for _ in range(repeats):
         start = time.perf_counter()
@@ -60,6 +69,8 @@ def timed(run, repeats: int) -> list[float]:
 
 def matmul_peak(precision: str, n: int, repeats: int) -> dict:
     """Return the achieved TFLOP/s of an n x n x n matrix product in one precision."""
+    import jax
+
     a = jax.random.normal(jax.random.key(0), (n, n), DTYPES[precision])
     product = jax.jit(lambda x: x @ x)
     jax.block_until_ready(product(a))
@@ -70,6 +81,8 @@ def matmul_peak(precision: str, n: int, repeats: int) -> dict:
 
 def conv_peak(precision: str, batch: int, side: int, channels: int, repeats: int) -> dict:
     """Return the achieved TFLOP/s of a 3x3 same convolution shaped like the decoder's heaviest layers."""
+    import jax
+
     x = jax.random.normal(jax.random.key(0), (batch, side, side, channels), DTYPES[precision])
     w = jax.random.normal(jax.random.key(1), (3, 3, channels, channels // 2), DTYPES[precision])
     conv = jax.jit(lambda x, w: jax.lax.conv_general_dilated(x, w, (1, 1), "SAME",
@@ -101,6 +114,8 @@ def build(task: str, decoder: str, precision: str, image_size: int, width: float
 def training_row(task: str, decoder: str, precision: str, batch: int, steps: int, repeats: int,
                  image_size: int, width: float) -> dict:
     """Return the images/s and GFLOP/s of training one model, timed after a warm-up epoch that compiles it."""
+    import jax
+
     model = build(task, decoder, precision, image_size, width)
     rng = np.random.default_rng(0)
     x = rng.random((batch * steps, image_size, image_size, 1), dtype=np.float32)
@@ -143,7 +158,17 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--matmul", type=int, default=8192)
     parser.add_argument("--quick", action="store_true", help="three training cases only")
+    parser.add_argument("--real", type=Path, metavar="PACK",
+                        help="train the colab preset on packed radiographs (benchmarks/pack_rsna.py) instead")
+    parser.add_argument("--minutes", type=float, default=8.0, help="--real: the whole check's budget (default 8)")
+    parser.add_argument("--set", action="append", metavar="KEY=VALUE",
+                        help="--real: override a field of the colab preset (such as image_size=32); repeatable")
     args = parser.parse_args()
+    if args.real:
+        from gpu_real import run_real
+
+        return run_real(args)
+    import jax
     result = {"device": device_name(), "jax": jax.__version__, "keras": keras.__version__,
               "command": " ".join(sys.argv), "peaks": [], "training": []}
     for precision in ("fp32", "bf16", "fp16"):

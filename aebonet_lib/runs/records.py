@@ -31,6 +31,7 @@ class RunRecord:
     y_std: float = 1.0
     num_epochs: int = 0  # train: regressor epochs
     freeze_epochs: int = 0  # train: epochs with the backbone frozen first
+    budget: dict | None = None  # --budget: runs.budget.Budget's plan (measured rate, planned epochs), followed on resume
 
     def to_dict(self) -> dict:
         """Return the record as config.json holds it (the Config as a dict)."""

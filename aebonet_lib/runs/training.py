@@ -11,6 +11,7 @@ epoch it was in.
 from __future__ import annotations
 
 import dataclasses
+import tempfile
 from pathlib import Path
 
 import keras
@@ -48,6 +49,7 @@ from aebonet_lib.runs.modelfiles import (
     read_model_meta,
     save_model,
 )
+from aebonet_lib.runs import budget as budgets
 from aebonet_lib.runs.records import RunRecord, read_record, write_record
 
 
@@ -130,14 +132,8 @@ def model_meta(kind: str, data: BoneAgeData, config: Config, **regressor) -> Mod
 
 
 def stage_epochs(stages: tuple[int, ...], num_epochs: int | None = None) -> list[int]:
-    """Return the epochs of each stage, scaled in proportion to sum to `num_epochs` (stages left empty are dropped)."""
-    if num_epochs is None:
-        return list(stages)
-    exact = np.asarray(stages) * num_epochs / sum(stages)
-    epochs = np.floor(exact).astype(int)
-    largest_remainders = np.argsort(epochs - exact, kind="stable")
-    epochs[largest_remainders[: num_epochs - epochs.sum()]] += 1
-    return [int(e) for e in epochs if e > 0]
+    """Return the epochs of each stage, scaled in proportion to sum to `num_epochs` (budget.proportional_stages)."""
+    return list(stages) if num_epochs is None else budgets.proportional_stages(stages, num_epochs)
 
 
 def new_autoencoder(config: Config) -> keras.Model:
@@ -160,7 +156,8 @@ def open_run(run_dir: Path, data: BoneAgeData, record: RunRecord, strategy: tf.d
 
 
 def pretrain(data: BoneAgeData, config: Config, run_dir: str | Path, num_epochs: int | None = None,
-             resume: bool = False, distribute: str = "none", progress: bool = True, command: str | None = None) -> Path:
+             resume: bool = False, distribute: str = "none", progress: bool = True, command: str | None = None,
+             budget: float | None = None) -> Path:
     """Train the autoencoder to reconstruct the training images, in the stages of the paper's Table 2 (chapter 3).
 
     Trains on the train split and validates on val; labels are never used. `num_epochs`
@@ -171,35 +168,44 @@ def pretrain(data: BoneAgeData, config: Config, run_dir: str | Path, num_epochs:
     started with; on a finished run it does nothing. With `distribute="multiworker"`
     (TF_CONFIG set on every worker) give every worker the same `run_dir`: only the
     chief (task 0) writes it; the others write to a temporary folder removed at the end.
+    With `budget` (minutes, counted from this call) a new run first times a few steps and
+    keeps as many of the epochs as fit, in the stages' proportions (`runs.budget`).
     """
+    started = budgets.clock()
+    budgets.check_budget(budget, distribute)
     strategy = get_strategy(distribute)  # first: a multi-worker strategy must exist before TensorFlow runs any op
     with worker_run_dir(Path(run_dir), distribute, resume) as folder:
-        pretrain_in(folder, data, config, num_epochs, resume, strategy, progress, command)
+        pretrain_in(folder, data, config, num_epochs, resume, strategy, progress, command, budget, started)
     return Path(run_dir)
 
 
 def pretrain_in(run_dir: Path, data: BoneAgeData, config: Config, num_epochs: int | None, resume: bool, strategy,
-                progress: bool, command: str | None) -> None:
+                progress: bool, command: str | None, budget: float | None = None, started: float | None = None) -> None:
     """Pretrain in run_dir on the given strategy: `pretrain` once the folder this process writes is known."""
     check_run_dir(run_dir, resume, "pretrain")
-    record = read_record(run_dir) or RunRecord("pretrain", resolve_precision(config), recorded_source(data.source),
-                                               command, plan=stage_epochs(config.ae_stages, num_epochs))
+    record = read_record(run_dir)
+    fresh = record is None
+    record = record or RunRecord("pretrain", resolve_precision(config), recorded_source(data.source), command,
+                                 plan=stage_epochs(config.ae_stages, num_epochs))
     if run_finished(run_dir):
         return
+    started = budgets.clock() if started is None else started
+    record = with_budget(record, fresh, budget, data, strategy, run_dir, started)
     config, model, data = open_run(run_dir, data, record, strategy)
-    fit_stages(model, data, config, run_dir, record.plan, strategy, progress)
+    fit_stages(model, data, config, run_dir, record.plan, strategy, progress,
+               extra=budgets.watch_for(record, run_dir, started, fresh))
     finish_pretrain(model, data, config, run_dir)
 
 
 def fit_stages(model: keras.Model, data: BoneAgeData, config: Config, run_dir: Path, plan: list[int], strategy,
-               progress: bool) -> None:
+               progress: bool, extra: list | tuple = ()) -> None:
     """Run the recipe's staged pretraining from the last finished epoch, with the run folder's callbacks."""
     done = read_state(run_dir).get("epochs_done", 0)
     truncate_history(run_dir / "history.csv", done)
     train_data, val_data, epoch = make_datasets(data, config, "image", strategy)
     with epoch_bar(sum(plan), done, "pretrain", progress) as bar:
         paper.pretrain_autoencoder(model, train_data, val_data, plan, done, callbacks=lambda stage: make_callbacks(
-            run_dir, config, bar, stage, plan=plan, stream_epoch=epoch))
+            run_dir, config, bar, stage, plan=plan, stream_epoch=epoch) + list(extra))
 
 
 def finish_pretrain(model: keras.Model, data: BoneAgeData, config: Config, run_dir: Path) -> Path:
@@ -351,7 +357,8 @@ def train_record(data: BoneAgeData, config: Config, backbone: str, encoder, weig
 def train(data: BoneAgeData, config: Config, run_dir: str | Path, backbone: str = "aebonet",
           encoder: str | Path | None = None, weights: str | None = None, sex_input: bool = False,
           num_epochs: int | None = None, resume: bool = False, distribute: str = "none",
-          freeze_epochs: int | None = None, progress: bool = True, command: str | None = None) -> Path:
+          freeze_epochs: int | None = None, progress: bool = True, command: str | None = None,
+          budget: float | None = None) -> Path:
     """Fine-tune a bone age regressor on the train split, keeping the epoch with the best validation MAE (chapter 4).
 
     `backbone` is "aebonet" (give `encoder`, a pretrained RUN/encoder.keras), "scratch"
@@ -361,21 +368,28 @@ def train(data: BoneAgeData, config: Config, run_dir: str | Path, backbone: str 
     model.keras holds the weights of the epoch `config.keep` names (the lowest validation
     MAE, or the last); model.json beside it says how to preprocess images for it.
     Resumes like `pretrain`, and runs on several workers like it: only the chief writes `run_dir`.
+    With `budget` (minutes) a new run keeps as many of its epochs as fit, like `pretrain`.
     """
+    started = budgets.clock()
+    budgets.check_budget(budget, distribute)
     strategy = get_strategy(distribute)  # first: a multi-worker strategy must exist before TensorFlow runs any op
     with worker_run_dir(Path(run_dir), distribute, resume) as folder:
         check_run_dir(folder, resume, "train")
-        record = read_record(folder) or train_record(data, resolve_precision(config), backbone, encoder, weights,
-                                                     sex_input, num_epochs, freeze_epochs, command)
+        record = read_record(folder)
+        fresh = record is None
+        record = record or train_record(data, resolve_precision(config), backbone, encoder, weights, sex_input,
+                                        num_epochs, freeze_epochs, command)
         if not run_finished(folder):
+            record = with_budget(record, fresh, budget, data, strategy, folder, started)
             config, model, data = open_run(folder, data, record, strategy)
-            fit_phases(model, data, config, folder, record, strategy, progress)
+            fit_phases(model, data, config, folder, record, strategy, progress,
+                       extra=budgets.watch_for(record, folder, started, fresh))
             finish_train(model, data, config, folder, record)
     return Path(run_dir)
 
 
 def fit_phases(model: keras.Model, data: BoneAgeData, config: Config, run_dir: Path, record: RunRecord, strategy,
-               progress: bool) -> None:
+               progress: bool, extra: list | tuple = ()) -> None:
     """Run the recipe's fine-tuning from the last finished epoch: a frozen-backbone phase first when asked."""
     done = read_state(run_dir).get("epochs_done", 0)
     truncate_history(run_dir / "history.csv", done)
@@ -387,7 +401,7 @@ def fit_phases(model: keras.Model, data: BoneAgeData, config: Config, run_dir: P
                 continue
             set_backbone_trainable(model, trainable, config, strategy)
             callbacks = make_callbacks(run_dir, config, bar, 1 + int(trainable), "val_mae", num_epochs,
-                                       stream_epoch=epoch)
+                                       stream_epoch=epoch) + list(extra)
             paper.fit_regressor(model, train_data, val_data, end, max(start, done), callbacks,
                                 validation_epochs(config, num_epochs))
 
@@ -406,3 +420,52 @@ def finish_train(model: keras.Model, data: BoneAgeData, config: Config, run_dir:
     trust.calibrate_run(run_dir / "model.keras", data, record.encoder)
     mark_finished(run_dir)
     return run_dir
+
+
+# Time budgets (chapter 5): `--budget MINUTES`, planned once when a run starts (runs.budget)
+
+
+def with_budget(record: RunRecord, fresh: bool, budget: float | None, data: BoneAgeData, strategy, run_dir: Path,
+                started: float) -> RunRecord:
+    """Return a new run's record with its budget's plan; a resumed run keeps its own (saying so if given another)."""
+    if budget is None:
+        return record
+    if not fresh:
+        kept = "its recorded plan" if record.budget else "the epochs it was started with"
+        budgets.say(f"--budget {budget:g} ignored: a resumed run follows {kept}")
+        return record
+    task = "image" if record.kind == "pretrain" else "age"
+    model = throwaway_model(record, strategy)
+    train_data = make_datasets(data, record.config, task, strategy, record.sex_input)[0]
+    sizes = [len(pipeline.usable_indices(data, split, task, record.sex_input)) for split in ("train", "val")]
+    most = sum(record.plan) if record.kind == "pretrain" else record.num_epochs
+    batch_size = record.config.ae_batch_size if record.kind == "pretrain" else record.config.reg_batch_size
+    plan = measured_plan(model, train_data, run_dir, budget, started, batch_size, *sizes, most)
+    del model
+    if record.kind == "pretrain":
+        stages = stage_epochs(record.config.ae_stages, plan.epochs)
+        budgets.say(budgets.plan_line(plan, "pretraining", stages))
+        return dataclasses.replace(record, plan=stages, budget=plan.to_dict())
+    budgets.say(budgets.plan_line(plan, f"training {record.backbone}"))
+    return dataclasses.replace(record, num_epochs=plan.epochs, budget=plan.to_dict())
+
+
+def throwaway_model(record: RunRecord, strategy) -> keras.Model:
+    """Build and compile the run's model afresh, to be timed and dropped (the run's own model stays untouched)."""
+    config = record.config
+    with build_scope(config, strategy):
+        model = new_autoencoder(config) if record.kind == "pretrain" else new_regressor(record, config)
+    if record.kind == "train":
+        set_backbone_trainable(model, True, config, strategy)  # times the fine-tuning phase, the slower one
+    return model
+
+
+def measured_plan(model: keras.Model, train_data: tf.data.Dataset, run_dir: Path, minutes: float, started: float,
+                  batch_size: int, n_train: int, n_val: int, most: int) -> budgets.Budget:
+    """Time a few steps on the run's batches and one checkpoint save, then plan the epochs that fit."""
+    rate, compile_s = budgets.measure_rate(
+        lambda steps: model.fit(train_data.repeat().take(steps), epochs=1, verbose=0, shuffle=False), batch_size)
+    Path(run_dir).parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=Path(run_dir).parent) as folder:  # the run's disk, outside its folder
+        checkpoint_s = budgets.measure_seconds(lambda: model.save(Path(folder) / "probe.keras"))
+    return budgets.plan_budget(minutes, started, rate, compile_s, checkpoint_s, batch_size, n_train, n_val, most)
