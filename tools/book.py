@@ -222,9 +222,18 @@ def definitions(sources: list[str]) -> list[str]:
     return kept
 
 
+def course_exercises():
+    """Return aebonet_lib.exercises of this repository (the grader's checks, not an installed copy)."""
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    from aebonet_lib import exercises
+
+    return exercises
+
+
 def notebook_chapters(path: Path, sources: list[str], notebook) -> list[int]:
     """Return the chapter a returned notebook belongs to: from its file name (ch3_...), its title, or its answers."""
-    from aebonet_lib import exercises
+    exercises = course_exercises()
 
     found = re.match(r"ch(\d+)_", path.name)
     title = next((c.source for c in notebook.cells if c.cell_type == "markdown"), "")
@@ -266,7 +275,7 @@ def run_and_grade(sources: list[str], chapters: list[int], folder: Path, timeout
 
 def grade_notebook(path: Path, fast: bool = False, timeout: int = 1800) -> list[dict]:
     """Return a returned notebook's rows: one per graded exercise of its chapter, then its weighted total."""
-    from aebonet_lib import exercises
+    exercises = course_exercises()
 
     notebook = nbformat.read(path, as_version=4)
     sources = [cell.source for cell in notebook.cells if cell.cell_type == "code"]

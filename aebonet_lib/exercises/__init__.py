@@ -127,14 +127,14 @@ def forbidden(*targets):
             original = getattr(owner, name, None)
             if original is None:
                 continue
-            saved.append((owner, name, original, getattr(original, "__code__", None)))
+            saved.append((owner, name, original, getattr(original, "__code__", None), name in vars(owner)))
             setattr(owner, name, _shortcut)
             if saved[-1][3] is not None and not original.__code__.co_freevars:
                 original.__code__ = _shortcut.__code__
         yield
     finally:
-        for owner, name, original, code in reversed(saved):
-            setattr(owner, name, original)
+        for owner, name, original, code, own in reversed(saved):
+            setattr(owner, name, original) if own else delattr(owner, name)  # an inherited one is inherited again
             if code is not None:
                 original.__code__ = code
 
