@@ -130,6 +130,13 @@ def add_head(features, momentum):
 def train_step(model, optimizer, images, ages):
     return float(tf.reduce_mean(tf.square(model(images, training=True) - ages)) + sum(model.losses))
 """),
+    "4.7 a step without the weight decay": ("4.7", """
+def train_step(model, optimizer, images, ages):
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_mean(tf.square(model(images, training=True) - ages))
+    optimizer.apply(tape.gradient(loss, model.trainable_variables), model.trainable_variables)
+    return float(loss) + float(sum(model.losses))
+"""),
     "4.7 Keras's own step": ("4.7", """
 def train_step(model, optimizer, images, ages):
     model.compile(optimizer=optimizer, loss="mse")
