@@ -82,6 +82,17 @@ def carpal_count(bone_age_months, male):
 def toy_maturity_score(bone_age_months, male):
     return min(100.0, 100 * bone_age_months / (228 if male else 200))
 """),
+    "3.1 Keras counts for you": ("3.1", """
+def conv_block_params(c_in, c_out):
+    image = keras.Input((8, 8, c_in))
+    return keras.Model(image, recipe.conv_block(image, c_out, "x", 0.9)).count_params()
+"""),
+    "4.1 Keras counts for you": ("4.1", """
+def head_params(n_features, units=10):
+    layers = [keras.layers.BatchNormalization(), keras.layers.Dense(units), keras.layers.Dense(1)]
+    keras.Sequential([keras.Input((n_features,)), *layers])
+    return sum(layer.count_params() for layer in layers)
+"""),
     "4.3 scikit-learn's Ridge": ("4.3", """
 def ridge_predict(F_train, y_train, F_test, alpha):
     from sklearn.linear_model import Ridge
