@@ -223,6 +223,16 @@ def test_a_notebook_that_only_prints_scores_zero(tmp_path, monkeypatch):
 
 
 @SLOW
+def test_a_notebook_that_kills_its_kernel_scores_zero(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("import os\nos._exit(0)")])
+    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(notebook, tmp_path / "ch1_reading.ipynb")
+    rows = book.grade([str(tmp_path / "ch1_reading.ipynb")])
+    assert [r["score"] for r in rows] == [0, 0, 0, 0.0] and rows[0]["status"] == "grading did not finish", rows
+
+
+@SLOW
 def test_worked_solutions_score_full_marks_and_a_shortcut_scores_zero(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     shortcut = SHORTCUTS["1.1 the state's own count"][1]

@@ -259,15 +259,18 @@ def run_and_grade(sources: list[str], chapters: list[int], folder: Path, timeout
                                      resources={"metadata": {"path": str(folder)}})
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     result = Path(tempfile.mkdtemp(prefix="grade-")) / f"{secrets.token_hex(8)}.json"
-    with client.setup_kernel(env=env):
-        for index, cell in enumerate(notebook.cells):
-            try:
-                client.execute_cell(cell, index)
-            except nbclient.exceptions.CellTimeoutError:
-                pass
-        # the grader's cell is made only now: the student's cells could not know where it writes
-        notebook.cells.append(nbformat.v4.new_code_cell(GRADER_CELL.format(path=str(result), chapters=chapters)))
-        client.execute_cell(notebook.cells[-1], len(notebook.cells) - 1)
+    try:
+        with client.setup_kernel(env=env):
+            for index, cell in enumerate(notebook.cells):
+                try:
+                    client.execute_cell(cell, index)
+                except nbclient.exceptions.CellTimeoutError:
+                    pass
+            # the grader's cell is made only now: the student's cells could not know where it writes
+            notebook.cells.append(nbformat.v4.new_code_cell(GRADER_CELL.format(path=str(result), chapters=chapters)))
+            client.execute_cell(notebook.cells[-1], len(notebook.cells) - 1)
+    except nbclient.exceptions.DeadKernelError:
+        pass  # a notebook that kills its kernel is graded as not finished
     rows = json.loads(result.read_text()) if result.exists() else None
     shutil.rmtree(result.parent, ignore_errors=True)
     return rows
