@@ -218,7 +218,7 @@ def definitions(sources: list[str]) -> list[str]:
                 defined.add(node.name)
             light = isinstance(node, (ast.Assign, ast.AnnAssign)) and call_roots(node) <= defined | LIGHT_CALLS
             if light or isinstance(node, (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.ClassDef)):
-                kept.append(ast.get_source_segment(source, node) or ast.unparse(node))
+                kept.append(ast.unparse(node))  # with its decorators, which a source segment leaves out
     return kept
 
 
