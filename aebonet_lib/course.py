@@ -7,7 +7,7 @@
 Two more settings, both optional: AEBONET_PRESET picks another preset (on real data on a CPU:
 `rsna-class`, 64 px, a chapter in a class period; `rsna-cpu`, 128 px, the recipe of the shipped
 results), and AEBONET_RUNS puts the run folders elsewhere (on Colab: a folder on Google Drive).
-The exercises call `check` to tell a student whether an answer is right.
+The exercises call `check` to tell a student whether an answer is right (aebonet_lib.exercises).
 """
 
 from __future__ import annotations
@@ -62,13 +62,26 @@ def elapsed(start: float) -> str:
     return f"{seconds:.0f} seconds" if seconds < 90 else f"{seconds / 60:.0f} minutes"
 
 
-def check(exercise: str, test) -> None:
-    """Run an exercise's check: say it is right, say it is not done yet, or raise saying what is wrong.
+def check(exercise: str, *answers) -> None:
+    """Run an exercise's check on the student's answers: say it is right, not done yet, or raise saying what is wrong.
 
-    `test` is a function without arguments that calls the student's code and asserts on the result.
-    A stub that still raises NotImplementedError is reported, not raised, so that a student
-    notebook runs from top to bottom before every exercise is done.
+    `course.check("3.6", conv_block, build_decoder)` runs the graded check of exercise 3.6
+    (aebonet_lib.exercises) on fresh random inputs; a function without arguments that asserts
+    is run as it is, for an ungraded exercise (no grade comes from it: the grader runs the
+    registered checks itself). A stub that still raises NotImplementedError is
+    reported, not raised, so that a student notebook runs from top to bottom before every
+    exercise is done.
     """
+    import inspect
+
+    from aebonet_lib import exercises
+
+    own_test = len(answers) == 1 and inspect.isfunction(answers[0]) and not inspect.signature(answers[0]).parameters
+    if own_test:
+        (test,) = answers  # a test without arguments that asserts (an ungraded exercise)
+    else:
+        def test():
+            exercises.verify(exercise, *answers)
     try:
         test()
     except NotImplementedError as err:

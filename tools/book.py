@@ -4,7 +4,7 @@
     python tools/book.py check     # fail if a notebook or a Colab set-up cell has drifted
     python tools/book.py student   # build the student edition into _build/student/
     python tools/book.py exercises # list every exercise: number, difficulty, title
-    python tools/book.py grade NOTEBOOK...  # run returned notebooks; their check cells say what is right
+    python tools/book.py grade [--fast] NOTEBOOK...  # run returned notebooks, then grade their functions
     python tools/book.py time DATA PRESET OUT.csv [CHAPTER...]  # execute chapters on DATA, one row of seconds each
 
 The MyST Markdown files in book/ are the sources. Each has a paired .ipynb without outputs,
@@ -15,6 +15,8 @@ which on Colab installs an uploaded wheel (`make wheel`) or, without one, the co
 
 from __future__ import annotations
 
+import ast
+import json
 import re
 import shutil
 import subprocess
@@ -161,7 +163,7 @@ def drift() -> list[str]:
 
 
 GRADES = ("easy", "medium", "hard")
-CHECK_LINE = re.compile(r"Exercise (\d+\.\d+): (correct|not done yet|not right yet)")
+GRADE_COLUMNS = ["notebook", "exercise", "label", "weight", "score", "status"]
 
 
 def exercises(text: str) -> list[dict]:
@@ -203,26 +205,130 @@ def exercise_table() -> list[dict]:
     return rows
 
 
-def grade(paths: list[str]) -> list[dict]:
-    """Run returned student notebooks and collect what each check cell said; write grades.csv."""
-    import csv
+# Names an assignment may call and still be kept by `definitions` (no data loading, no training).
+LIGHT_CALLS = {"np", "math", "range", "list", "dict", "tuple", "set", "int", "float", "str", "len", "sorted",
+               "zip", "enumerate", "min", "max", "sum", "round", "Path"}
+GRADER_CELL = """\
+import json as _json
+from aebonet_lib import exercises as _exercises
+with open({path!r}, "w") as _out:
+    _json.dump(_exercises.grade_namespace(dict(globals()), {chapters!r}), _out)
+"""
+
+
+def call_roots(node: ast.AST) -> set[str]:
+    """Return the first name of everything a statement calls (np for np.array, f for f(x))."""
+    roots = set()
+    for call in (n for n in ast.walk(node) if isinstance(n, ast.Call)):
+        target = call.func
+        while isinstance(target, (ast.Attribute, ast.Subscript, ast.Call)):
+            target = target.func if isinstance(target, ast.Call) else target.value
+        roots.add(target.id if isinstance(target, ast.Name) else "?")
+    return roots
+
+
+def definitions(sources: list[str]) -> list[str]:
+    """Return the statements of code cells that grading needs: imports, functions, classes and light assignments.
+
+    An assignment is kept when it calls only functions the cells define or LIGHT_CALLS, so that
+    `TABLES = {...toy_maturity_score(...)...}` stays and `d = loading.load_data(...)` goes.
+    """
+    kept, defined = [], set()
+    for source in sources:
+        try:
+            tree = ast.parse(source)
+        except SyntaxError:
+            continue  # IPython magics such as %pip
+        for node in tree.body:
+            if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+                defined.add(node.name)
+            light = isinstance(node, (ast.Assign, ast.AnnAssign)) and call_roots(node) <= defined | LIGHT_CALLS
+            if light or isinstance(node, (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.ClassDef)):
+                kept.append(ast.unparse(node))  # with its decorators, which a source segment leaves out
+    return kept
+
+
+def course_exercises():
+    """Return aebonet_lib.exercises of this repository (the grader's checks, not an installed copy)."""
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    from aebonet_lib import exercises
+
+    return exercises
+
+
+def notebook_chapters(path: Path, sources: list[str], notebook) -> list[int]:
+    """Return the chapter a returned notebook belongs to: from its file name (ch3_...), its title, or its answers."""
+    exercises = course_exercises()
+
+    found = re.match(r"ch(\d+)_", path.name)
+    title = next((c.source for c in notebook.cells if c.cell_type == "markdown"), "")
+    found = found or re.match(r"#\s*(\d+)\.\s", title)
+    if found:
+        return [int(found.group(1))]
+    code = "\n".join(sources)
+    return sorted({e.chapter for e in exercises.EXERCISES.values()
+                   if any(re.search(rf"^(def|class) {name}\b", code, re.M) for name in e.answers)})
+
+
+def run_and_grade(sources: list[str], chapters: list[int], folder: Path, timeout: int) -> list[dict] | None:
+    """Run code cells in a fresh kernel, then grade the functions they defined; None if grading did not finish."""
+    import os
+    import secrets
+    import tempfile
 
     import nbclient
 
-    rows = []
-    for path in map(Path, paths):
-        notebook = nbformat.read(path, as_version=4)
-        client = nbclient.NotebookClient(notebook, timeout=3600, allow_errors=True,
-                                         resources={"metadata": {"path": str(path.parent.resolve())}})
-        client.execute()
-        said = []
-        for cell in notebook.cells:
-            for output in cell.get("outputs", []):
-                said.append(output.get("text", "") if output.get("output_type") == "stream" else output.get("evalue", ""))
-        for number, status in CHECK_LINE.findall("\n".join(said)):
-            rows.append({"notebook": path.name, "exercise": number, "status": status})
-    with open("grades.csv", "w", newline="") as out:
-        writer = csv.DictWriter(out, ["notebook", "exercise", "status"])
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(s) for s in sources])
+    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    client = nbclient.NotebookClient(notebook, timeout=timeout, allow_errors=True, interrupt_on_timeout=True,
+                                     resources={"metadata": {"path": str(folder)}})
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    result = Path(tempfile.mkdtemp(prefix="grade-")) / f"{secrets.token_hex(8)}.json"
+    try:
+        with client.setup_kernel(env=env):
+            for index, cell in enumerate(notebook.cells):
+                try:
+                    client.execute_cell(cell, index)
+                except nbclient.exceptions.CellTimeoutError:
+                    pass
+            # the grader's cell is made only now: the student's cells could not know where it writes
+            notebook.cells.append(nbformat.v4.new_code_cell(GRADER_CELL.format(path=str(result), chapters=chapters)))
+            client.execute_cell(notebook.cells[-1], len(notebook.cells) - 1)
+    except nbclient.exceptions.DeadKernelError:
+        pass  # a notebook that kills its kernel is graded as not finished
+    rows = json.loads(result.read_text()) if result.exists() else None
+    shutil.rmtree(result.parent, ignore_errors=True)
+    return rows
+
+
+def grade_notebook(path: Path, fast: bool = False, timeout: int = 1800) -> list[dict]:
+    """Return a returned notebook's rows: one per graded exercise of its chapter, then its weighted total."""
+    exercises = course_exercises()
+
+    notebook = nbformat.read(path, as_version=4)
+    sources = [cell.source for cell in notebook.cells if cell.cell_type == "code"]
+    chapters = notebook_chapters(path, sources, notebook)
+    rows = run_and_grade(definitions(sources) if fast else sources, chapters, path.parent, timeout)
+    if rows is None:
+        rows = [{"exercise": e.number, "label": e.label, "weight": e.weight, "score": 0,
+                 "status": "grading did not finish"} for c in chapters for e in exercises.of_chapter(c)]
+    total = {"exercise": "total", "label": "", "weight": sum(r["weight"] for r in rows),
+             "score": exercises.weighted_total(rows), "status": "weighted per cent"}
+    return [{"notebook": path.name, **row} for row in [*rows, total]]
+
+
+def grade(paths: list[str], fast: bool = False, out: str = "grades.csv") -> list[dict]:
+    """Grade returned notebooks by running their code and then the checks on their functions; write grades.csv.
+
+    Nothing the notebook printed is read. With `fast`, only each notebook's imports, functions,
+    classes and light assignments run (no data loading, no training): seconds instead of minutes.
+    """
+    import csv
+
+    rows = [row for path in paths for row in grade_notebook(Path(path), fast)]
+    with open(out, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, GRADE_COLUMNS)
         writer.writeheader()
         writer.writerows(rows)
     return rows
@@ -321,10 +427,11 @@ def main(argv: list[str]) -> int:
             print(f"{row['number']:>5}  {row['difficulty'] or '?':<8} {row['title']}  ({row['label']})")
         return 0
     if command == "grade":
-        rows = grade(argv[2:])
+        fast = "--fast" in argv
+        rows = grade([a for a in argv[2:] if a != "--fast"], fast=fast)
         for row in rows:
-            print(f"{row['notebook']}  {row['exercise']:>5}  {row['status']}")
-        print(f"{sum(r['status'] == 'correct' for r in rows)} of {len(rows)} checks correct; table in grades.csv")
+            print(f"{row['notebook']}  {row['exercise']:>5}  {row['score']:>5}  {row['status']}")
+        print("table in grades.csv: a score per exercise and each notebook's weighted total")
         return 0
     if command == "time" and len(argv) >= 5:
         time_chapters(argv[2], argv[3], Path(argv[4]), argv[5:])
