@@ -64,9 +64,9 @@ def run_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
-def command_line() -> str:
-    """Return the command line that started this process, for a run's config.json."""
-    return shlex.join(["aebonet", *sys.argv[1:]])
+def command_line(args: argparse.Namespace) -> str:
+    """Return the command as it was given (to `main` or on the shell), for a run's config.json."""
+    return shlex.join(["aebonet", *args.argv])
 
 
 def training_config(args: argparse.Namespace, batch_field: str):
@@ -120,10 +120,10 @@ def run_pretrain(args: argparse.Namespace) -> int:
     if args.resume and checkpoints.run_finished(args.out):
         print(f"{args.out}: this pretraining run has already finished; nothing to do")
         return 0
-    config = training_config(args, "ae_batch_size").replace(decoder=args.decoder)
+    config = training_config(args, "ae_batch_size").replace(decoder=args.decoder, objective=args.objective)
     data = load_training_data(args, config)
     run_dir = training.pretrain(data, config, args.out, num_epochs=args.epochs, resume=args.resume,
-                                distribute=args.distribute, command=command_line(), budget=args.budget)
+                                distribute=args.distribute, command=command_line(args), budget=args.budget)
     if not chief:
         return worker_done(args)
     print(f"wrote {run_dir / 'encoder.keras'} (stages: {run_dir / 'stages.csv'})")
@@ -144,7 +144,7 @@ def run_train(args: argparse.Namespace) -> int:
     data = load_training_data(args, config)
     run_dir = training.train(data, config, args.out, backbone=backbone, encoder=args.encoder, weights=args.weights,
                              sex_input=args.sex_input, num_epochs=args.epochs, resume=args.resume,
-                             distribute=args.distribute, freeze_epochs=args.freeze_epochs, command=command_line(),
+                             distribute=args.distribute, freeze_epochs=args.freeze_epochs, command=command_line(args),
                              budget=args.budget)
     if not chief:
         return worker_done(args)
@@ -279,7 +279,7 @@ def run_real_experiment(args: argparse.Namespace, start: float) -> int:
         raise AebonetError("the real experiment needs real radiographs: give --data with the RSNA folder "
                            "(such as ../shared/rsna_bone_age_256)")
     real.real_experiment(args.data, args.out, preset=args.preset or real.PRESET, num_seeds=args.seeds,
-                         fractions=args.fractions, command=command_line(), part=args.part,
+                         fractions=args.fractions, command=command_line(args), part=args.part,
                          collect_only=args.collect_only)
     print(f"runs in {args.out / 'runs'}; {(time.perf_counter() - start) / 60:.1f} minutes")
     return 0
@@ -378,6 +378,7 @@ def main(argv: list[str] | None = None) -> int:
     from aebonet_lib.cli_parser import build_parser
 
     args = build_parser().parse_args(argv)  # --help and a usage error end here, before TensorFlow starts
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     if args.command != "phantom":
         import_tensorflow_quietly()  # every other command reaches Keras (the presets come from the recipe)
     try:

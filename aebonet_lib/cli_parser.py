@@ -6,7 +6,7 @@ import argparse
 import textwrap
 from pathlib import Path
 
-from aebonet_lib.options import DECODERS, MAX_PIXELS, PRECISIONS, PRESET_NAMES, SPLIT_KINDS
+from aebonet_lib.options import DECODERS, MAX_PIXELS, OBJECTIVES, PRECISIONS, PRESET_NAMES, SPLIT_KINDS
 
 SPLIT_HELP = ("how to split SRC into train/val/test: paper (default: at random, seeded, with the preset's fractions), "
               "stratified (the same sizes, stratified by age) or official (the RSNA challenge's own sets; "
@@ -139,6 +139,9 @@ def add_pretrain(sub) -> None:
                     "  aebonet pretrain --data rsna/ --preset colab --budget 45 --out runs/ae --resume   # a class on Colab")
     add_training_options(p)
     p.add_argument("--decoder", choices=DECODERS, help="decoder variant")
+    p.add_argument("--objective", choices=OBJECTIVES, default=None,
+                   help="what the network learns to redraw: autoencoder (the paper's, the default: the whole image) or "
+                        "masked (beyond the paper: half the image's patches hidden, the whole image the target)")
 
 
 def add_train(sub) -> None:

@@ -117,3 +117,17 @@ def test_masked_objective_keeps_the_paper_encoder():
 def test_unknown_grid_method_is_refused():
     with pytest.raises(AebonetError, match="methods"):
         grid.get_plan("cpu", methods=("scratch", "simclr"))
+
+
+def test_pretrain_objective_masked_from_the_command_line(tmp_path):
+    from aebonet_lib.cli import main
+    from aebonet_lib.runs.records import read_record
+
+    out = tmp_path / "ae"
+    argv = ["pretrain", "--data", "phantom:60", "--preset", "cpu", "--size", "32", "--width", "0.125",
+            "--epochs", "1", "--objective", "masked", "--out", str(out)]
+    assert main(argv) == 0
+    record = read_record(out)
+    assert record.config.objective == "masked"
+    assert record.command == "aebonet " + " ".join(argv)  # the arguments given to main, not the test runner's
+    assert (out / "encoder.keras").is_file()

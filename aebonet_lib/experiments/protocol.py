@@ -83,6 +83,10 @@ BUDGETS: dict[str, Budget] = {
                        min_epochs=20, stage_cuts=(1, 2)),
     # rsna-class: chapter 7 on real radiographs in a class period: the two scarce-label fractions where
     # the claim should show (all the labels are chapter 4's runs), one seed, about 3,000 steps each.
+    # colab: chapter 7 on a Colab GPU at the paper's model size: the two scarce-label fractions, one seed,
+    # 3,000 steps each whatever the fraction (min_epochs 1: equal steps).
+    "colab": Budget(fractions=(0.05, 0.25), num_seeds=1, pretrain_epochs=None, steps=3000, min_epochs=1,
+                    stage_cuts=(1, 2)),
     "rsna-class": Budget(fractions=(0.05, 0.25), num_seeds=1, pretrain_epochs=None, steps=3000, min_epochs=20,
                          stage_cuts=(1, 2)),
 }
