@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 from pathlib import Path
 from typing import Iterator
 
@@ -62,3 +64,21 @@ def kaggle_dir(tmp_path) -> Path:
     folder = tmp_path / "kaggle"
     write_kaggle(folder)
     return folder
+
+
+@contextlib.contextmanager
+def killed_after_epoch(monkeypatch, last_epoch: int = 1) -> Iterator[None]:
+    """Make a run raise RuntimeError("killed") right after epoch `last_epoch` (0-based) has saved its checkpoint."""
+    from aebonet_lib.runs import checkpoints
+
+    original = checkpoints.EpochCheckpoint.on_epoch_end
+
+    def killed(self, epoch, logs=None):
+        original(self, epoch, logs)
+        if epoch == last_epoch:
+            raise RuntimeError("killed")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(checkpoints.EpochCheckpoint, "on_epoch_end", killed)
+        with pytest.raises(RuntimeError, match="killed"):
+            yield

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import killed_after_epoch
 
 from aebonet_lib import paper
 from aebonet_lib.config import PRESETS, get_config
@@ -155,17 +156,8 @@ def slow_rate(monkeypatch, rate: float = 0.5) -> None:
 
 def test_a_budget_cuts_the_epochs_records_the_plan_and_resume_keeps_it(data, config, tmp_path, monkeypatch, capsys):
     slow_rate(monkeypatch)  # an epoch of 42 + 9 images: about 90 s; 7 minutes hold 4 epochs (with < 58 s of setup)
-    original = checkpoints.EpochCheckpoint.on_epoch_end
-
-    def killed_after_the_second_epoch(self, epoch, logs=None):
-        original(self, epoch, logs)
-        if epoch == 1:
-            raise RuntimeError("killed")
-
-    with monkeypatch.context() as patch:
-        patch.setattr(checkpoints.EpochCheckpoint, "on_epoch_end", killed_after_the_second_epoch)
-        with pytest.raises(RuntimeError, match="killed"):
-            training.pretrain(data, config, tmp_path / "ae", budget=7, progress=False)
+    with killed_after_epoch(monkeypatch, 1):
+        training.pretrain(data, config, tmp_path / "ae", budget=7, progress=False)
     record = records.read_record(tmp_path / "ae")
     assert record.plan == [1, 1, 1, 1] and record.budget["epochs"] == 4 and record.budget["recipe_epochs"] == 18
     assert record.budget["images_per_s"] == 0.5 and record.budget["train_images"] == len(data.splits["train"])

@@ -16,6 +16,7 @@ import keras
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import killed_after_epoch
 
 from aebonet_lib.config import Config, get_config
 from aebonet_lib.data import splits
@@ -329,17 +330,8 @@ def test_a_killed_and_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(
     config = get_config("cpu", image_size=32, width=0.125, reg_num_epochs=4, augment=True, reduce_lr_patience=1,
                         early_stopping_patience=3, deterministic=True, precision="fp32", phantom_n=60)
     whole = training.train(data, config, tmp_path / "whole", backbone="scratch", progress=False)
-    original = checkpoints.EpochCheckpoint.on_epoch_end
-
-    def killed_after_the_second_epoch(self, epoch, logs=None):
-        original(self, epoch, logs)
-        if epoch == 1:
-            raise RuntimeError("killed")
-
-    with monkeypatch.context() as patch:
-        patch.setattr(checkpoints.EpochCheckpoint, "on_epoch_end", killed_after_the_second_epoch)
-        with pytest.raises(RuntimeError, match="killed"):
-            training.train(data, config, tmp_path / "resumed", backbone="scratch", progress=False)
+    with killed_after_epoch(monkeypatch, 1):
+        training.train(data, config, tmp_path / "resumed", backbone="scratch", progress=False)
     state = checkpoints.read_state(tmp_path / "resumed")
     assert state["epochs_done"] == 2 and set(state["counters"]) == {"ResumableReduceLR", "ResumableEarlyStopping"}
     resumed = training.train(data, config, tmp_path / "resumed", backbone="scratch", resume=True, progress=False)
