@@ -26,6 +26,7 @@ the tree was dirty; rerunning the command skips what is done (`grid_results` col
 from __future__ import annotations
 
 import dataclasses
+import functools
 import shutil
 import subprocess
 import time
@@ -97,8 +98,13 @@ def get_plan(preset: str, **overrides) -> GridPlan:
 # Provenance
 
 
+@functools.lru_cache(maxsize=1)
 def git_state() -> dict:
-    """Return the commit of the checkout the library runs from and whether its tracked files differ from it."""
+    """Return the commit of the checkout this process's library came from, and whether its tracked files differed.
+
+    Read once, at the first call (`label_grid` makes it before anything trains), so that a checkout
+    updated while a long grid runs does not relabel the runs the older code makes.
+    """
     here = Path(__file__).parent
 
     def git(*args: str) -> str | None:
@@ -370,6 +376,7 @@ def run_folder(out: Path, method: str, fraction: float, seed: int) -> Path:
 def label_grid(data: BoneAgeData, config: Config, plan: GridPlan, out: Path, stage: str = "all",
                methods: tuple[str, ...] | None = None, log=print) -> Path:
     """Run (or resume) the grid in `out`: pretraining, probes, fine-tuning; `stage` picks one of them."""
+    git_state()  # the commit this process's code came from, before anything runs
     config = resolve_precision(config)
     methods = methods or plan.methods
     objectives = [m for m in plan.methods if m in OBJECTIVES]
