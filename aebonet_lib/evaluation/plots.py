@@ -325,7 +325,10 @@ def plot_label_curves(summary: pd.DataFrame, split: str = "val", floor: float | 
         colors = arm_colors(sorted(part.method.unique()))
         for method, cell in part.sort_values("fraction").groupby("method"):
             x = cell.fraction * 100
-            ax.plot(x, cell.mae, marker="o", color=colors[method], label=f"{method} ({cell.seeds.max()} seeds)")
+            few, many = cell.seeds.min(), cell.seeds.max()
+            count = f"{many}" if few == many else f"{few}-{many}"
+            unit = "seeds" if kind == "finetune" else "label draws"
+            ax.plot(x, cell.mae, marker="o", color=colors[method], label=f"{method} ({count} {unit})")
             ax.fill_between(x, cell.ci_low, cell.ci_high, color=colors[method], alpha=0.18, linewidth=0)
         if floor is not None:
             ax.axhline(floor, color="0.5", linestyle="--", linewidth=1, label="median predictor")
