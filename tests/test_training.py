@@ -274,7 +274,7 @@ def test_recorded_sources_are_absolute_except_the_phantom(tmp_path, monkeypatch)
     assert training.recorded_source("rsna") == str(tmp_path.resolve() / "rsna")
 
 
-def killed(*args):
+def killed(*args, **kwargs):
     """Stand in for fit_phases in a run killed during its first epoch."""
     raise RuntimeError("killed")
 
