@@ -82,6 +82,7 @@ def test_summary_has_seed_intervals_and_differences(tiny_grid):
     assert (tuned.ci_low <= tuned.mae).all() and (tuned.mae <= tuned.ci_high).all()
     assert (tuned.difference_ci_low <= tuned.difference).all() and (tuned.detectable_80 > 0).all()
     assert (tuned.seeds == 2).all()
+    assert summary.commits.str.fullmatch(r"[0-9a-f]{40}( [0-9a-f]{40})*").all()
 
 
 def test_two_level_bootstrap_widens_with_seed_variance():

@@ -78,8 +78,17 @@ def collect(grid: str | Path, out: str | Path) -> pd.DataFrame:
     compute = {p.parent.name: read_json(p) for p in sorted(grid.glob("pretrain/*/done.json"))}
     write_json(out / "pretraining_compute.json", compute)
     with atomic_write(out / "summary.csv") as f:
-        summarize(out).to_csv(f, index=False)
+        with_commits(summarize(out), runs).to_csv(f, index=False)
     return runs
+
+
+def with_commits(summary: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
+    """Add to each summary row the commits (and whether any tree was dirty) of the runs it summarizes."""
+    if summary.empty:
+        return summary
+    made_by = runs.groupby(["method", "fraction", "split"]).agg(
+        commits=("commit", lambda c: " ".join(sorted({str(x) for x in c}))), dirty=("dirty", "max")).reset_index()
+    return summary.merge(made_by, on=["method", "fraction", "split"], how="left")
 
 
 # Intervals over seeds and images
