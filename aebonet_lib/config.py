@@ -34,18 +34,17 @@ class Config:
     filters: tuple[int, ...] = paper.ENCODER_FILTERS  # encoder blocks
     bottleneck: int = paper.BOTTLENECK
     width: float = 1.0  # multiplier on every filter count
-    decoder: str = "upsample_conv"  # our choice: upsample, then convolve (paper.CHOICES)
-    bn_momentum: float = 0.99  # our choice: Keras's default (the paper gives none)
+    decoder: str = "upsample_conv"  # our choice (decoder upsampling): upsample, then convolve
+    bn_momentum: float = 0.99  # our choice (batch-norm momentum): Keras's default
     dense_units: int = paper.DENSE_UNITS
     l2: float = paper.L2
-    sex_input: bool = False  # the paper has none
     # Autoencoder pretraining (paper.py: five stages, 900 epochs)
     objective: str = "autoencoder"  # "masked": hide half the patches of each training image (beyond the paper)
     ae_stages: tuple[int, ...] = paper.AE_STAGES
     ae_batch_size: int = paper.AE_BATCH_SIZE
     ae_lr: float = paper.AE_LR
     # Regressor fine-tuning (paper.py)
-    reg_num_epochs: int = paper.REG_NUM_EPOCHS  # our choice: the paper gives no count
+    reg_num_epochs: int = paper.REG_NUM_EPOCHS  # our choice (regressor epochs): the paper gives no count
     reg_batch_size: int = paper.REG_BATCH_SIZE
     reg_lr: float = paper.REG_LR
     freeze_epochs: int = 0  # epochs with the encoder frozen before fine-tuning it
@@ -67,9 +66,11 @@ class Config:
         unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
         if unknown:
             raise AebonetError(f"unknown config field(s) {sorted(unknown)}; known: {sorted(self.to_dict())}")
-        cfg = dataclasses.replace(self, **changes)
-        cfg.check()
-        return cfg
+        return dataclasses.replace(self, **changes)  # __post_init__ checks the copy
+
+    def __post_init__(self) -> None:
+        """Refuse a Config with a field out of range, however it was built (a preset, replace, from_dict)."""
+        self.check()
 
     def check(self) -> None:
         """Raise AebonetError when a field is out of range."""
@@ -90,8 +91,19 @@ class Config:
             raise AebonetError(f"precision {self.precision!r}: choose one of {', '.join(PRECISIONS)}")
         if self.split_kind not in SPLIT_KINDS:
             raise AebonetError(f"split_kind {self.split_kind!r}: choose one of {', '.join(SPLIT_KINDS)}")
-        if abs(sum(self.split) - 1) > 1e-6 or min(self.split) <= 0:
+        if len(self.split) != 3 or abs(sum(self.split) - 1) > 1e-6 or min(self.split) <= 0:
             raise AebonetError(f"split {self.split}: three positive fractions that sum to 1")
+        counts = {"ae_batch_size": self.ae_batch_size, "reg_batch_size": self.reg_batch_size,
+                  "phantom_n": self.phantom_n, "dense_units": self.dense_units, "bottleneck": self.bottleneck}
+        for name, value in counts.items():
+            if value < 1 or value != int(value):
+                raise AebonetError(f"{name} {value!r}: must be a whole number of at least 1")
+        if not self.ae_stages or min(self.ae_stages) < 0 or not self.filters or min(self.filters) < 1:
+            raise AebonetError(f"ae_stages {self.ae_stages} and filters {self.filters}: non-empty, epochs >= 0, filters >= 1")
+        if min(self.reg_num_epochs, self.freeze_epochs, self.early_stopping_patience, self.reduce_lr_patience) < 0:
+            raise AebonetError("reg_num_epochs, freeze_epochs and the patiences must be 0 or more")
+        if not 0 < self.reduce_lr_factor < 1:
+            raise AebonetError(f"reduce_lr_factor {self.reduce_lr_factor}: must be between 0 and 1")
 
     @property
     def ae_num_epochs(self) -> int:

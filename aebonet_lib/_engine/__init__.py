@@ -1,0 +1,1 @@
+"""The machinery behind the student library: runs, caches, benchmarks, results, the CLI."""

@@ -1,1 +1,0 @@
-"""Speed measurements behind `aebonet bench` (chapter 5): plans, measurements, the Markdown report."""

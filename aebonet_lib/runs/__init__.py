@@ -1,1 +1,0 @@
-"""The machinery around the recipe: run folders and records, checkpoints and resume, devices and precision, files."""
