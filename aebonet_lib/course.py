@@ -14,12 +14,20 @@ from __future__ import annotations
 
 import os
 import textwrap
+import warnings
 from pathlib import Path
 
 from aebonet_lib.config import PRESETS, Config, get_config
-from aebonet_lib.data.cache import cache_root
+from aebonet_lib._engine.cache import cache_root
+from aebonet_lib._engine.modelfiles import INPUT_STRUCTURE_WARNING
 from aebonet_lib.data.loading import is_phantom
 from aebonet_lib.errors import AebonetError
+
+LIBRARY = Path(__file__).resolve().parent  # the installed aebonet_lib folder (its shipped results/ are inside)
+
+# A chapter calls loaded models directly (Grad-CAM, predict): hide Keras 3.10's warning about their
+# one image input there too (_engine.modelfiles.quiet_input_structure says why); only a chapter imports this.
+warnings.filterwarnings("ignore", category=UserWarning, message=INPUT_STRUCTURE_WARNING)
 
 
 def preset_for(source: str) -> str:
@@ -90,6 +98,20 @@ def check(exercise: str, *answers) -> None:
     except AssertionError as err:
         raise AssertionError(f"Exercise {exercise}: not right yet: {err}") from None
     print(f"Exercise {exercise}: correct.")
+
+
+def graded_exercises(chapter: int | None = None) -> list:
+    """Return the graded exercises the grader scores (number, weight, answers), all or one chapter's (teachers' page)."""
+    from aebonet_lib import exercises
+
+    return list(exercises.EXERCISES.values()) if chapter is None else exercises.of_chapter(chapter)
+
+
+def exercise_weights() -> dict[str, int]:
+    """Return the grader's weight of an exercise by its difficulty (easy, medium, hard)."""
+    from aebonet_lib import exercises
+
+    return dict(exercises.WEIGHTS)
 
 
 def glue(name: str, value, display: bool = True) -> None:

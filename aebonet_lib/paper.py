@@ -1,10 +1,13 @@
 """AE-BoNet, the recipe: read it beside the paper (../shared/PAPER.md, Sirati-Amsheh et al. 2025).
 
 Everything the paper states is data at the top, each line citing its table; every
-point where the paper is silent and we had to choose carries a `# our choice:`
-comment where the choice is made, and is collected in `CHOICES` (chapter 3 prints
-it). The rest of the library wraps this module (run folders, resume, precision,
-distribution, caching, benchmarks) and is never needed to understand it.
+point where the paper is silent and we had to choose carries an "our choice" comment,
+naming its topic, where the choice is made, and is collected in `CHOICES` (chapter 3
+prints it). That includes how every preset trains: the rate schedule, plateau and early
+stopping, frozen phases, which epochs are validated and which is kept (the end of this
+module). The engine (aebonet_lib._engine: run folders, resume, precision, distribution,
+caching, benchmarks) carries the recipe out, chooses nothing, and is never needed to
+understand it.
 
 Layers follow the global dtype policy (mixed precision); the output layers are
 float32, so reconstructions and ages always come out as float32. Every regressor
@@ -18,10 +21,10 @@ from collections.abc import Callable
 from typing import Protocol
 
 import keras
-from keras import layers
+import numpy as np
+from keras import layers, ops
 
 from aebonet_lib.errors import AebonetError
-from aebonet_lib.models.measures import reconstruction_metrics
 
 
 class Settings(Protocol):
@@ -37,6 +40,12 @@ class Settings(Protocol):
     reg_lr: float
     jit: bool
     objective: str
+    reg_num_epochs: int
+    lr_schedule: str
+    reduce_lr_factor: float
+    reduce_lr_patience: int
+    early_stopping_patience: int
+    keep: str
 
     def scaled_filters(self) -> tuple[int, ...]:
         """Return the filter counts of the four blocks and the bottleneck after the width multiplier."""
@@ -71,9 +80,9 @@ TEST_MAE = TABLE5[IMAGE_SIZE]["AE-BoNet"][0]  # months, on the 200 test images (
 # ---------------------------------------------------------------------------
 # Where the paper is silent: what we chose, and why
 
-REG_NUM_EPOCHS = 100  # our choice: the paper gives no epoch count; its Figure 3 curves settle after about ten
-MASK_GRID = 8  # beyond the paper (masked objective): the image cut into 8 x 8 square patches
-MASK_RATIO = 0.5  # beyond the paper (masked objective): half of the patches hidden in each training image
+REG_NUM_EPOCHS = 100  # our choice (regressor epochs): the paper gives no count; its Figure 3 curves settle after about ten
+MASK_GRID = 8  # beyond the paper (masked-image objective): the image cut into 8 x 8 square patches
+MASK_RATIO = 0.5  # beyond the paper (masked-image objective): half of the patches hidden in each training image
 
 CHOICES = [
     # (topic, what the paper says, what we chose, why)
@@ -94,7 +103,58 @@ CHOICES = [
      "in each training image, the whole image the target; same encoder, decoder, loss, optimizer and epochs",
      "a second pretraining objective at equal compute for the label-efficiency experiment (chapter 7)"),
     ("several GPUs or machines", "one GPU (an RTX 2060)", "batch-norm statistics over the whole global batch (synchronized)", "normalizes as one device with the same batch would; every replica ends with the same weights"),
+    ("reconstruction accuracy", "metric 'Accuracy' (Table 2), not defined", "Keras's binary accuracy per pixel (the prediction thresholded at 0.5), logged as \"accuracy\", with PSNR and SSIM beside it", "what Keras's `metrics=['accuracy']` computes for this output; it mostly counts black background (chapter 3)"),
+    ("learning-rate schedule", "Adam at 0.001, no schedule named", "constant in the paper preset; half a cosine to near 0 in the rsna presets", "short runs settle with small last steps"),
+    ("plateau and early stopping", "none named", "off in the paper preset; presets may halve the rate on a plateau or stop after a patience", "a preset that keeps the best epoch may stop once val stops improving"),
+    ("frozen backbone", "all layers fine-tuned", "no frozen epochs by default; `--freeze-epochs N` trains the head alone first", "the paper's reading; freezing first is the usual transfer-learning alternative"),
+    ("validation epochs", "Figure 3 shows validation MAE every epoch", "every epoch when val picks the kept epoch; about 20 times a run when the last epoch is kept", "val costs time and steers nothing when the last epoch is kept"),
 ]
+
+# ---------------------------------------------------------------------------
+# The autoencoder's metrics: the paper's "accuracy" (what it measures), PSNR and SSIM
+
+
+@keras.saving.register_keras_serializable(package="aebonet")
+def psnr(y_true, y_pred):
+    """Return the peak signal-to-noise ratio (dB) of each image in the batch, for pixels in [0, 1]."""
+    import tensorflow as tf  # here, not at the top: the architecture itself needs only Keras
+
+    return tf.image.psnr(tf.cast(y_true, "float32"), tf.cast(y_pred, "float32"), max_val=1.0)
+
+
+@keras.saving.register_keras_serializable(package="aebonet")
+def ssim(y_true, y_pred):
+    """Return the structural similarity of each image in the batch (tf.image.ssim, max_val=1)."""
+    import tensorflow as tf
+
+    return tf.image.ssim(tf.cast(y_true, "float32"), tf.cast(y_pred, "float32"), max_val=1.0)
+
+
+@keras.saving.register_keras_serializable(package="aebonet")
+def pixel_accuracy(y_true, y_pred):
+    """Return, per image, the share of pixels where y_true equals (y_pred > 0.5): the paper's "accuracy".
+
+    For a model with a one-channel sigmoid output, Keras turns `metrics=["accuracy"]` into
+    binary accuracy, which thresholds the prediction at 0.5 but compares it with the target
+    as it is. A pixel counts as correct only when its target is exactly 0 (or exactly 1) and
+    the prediction falls on that side of 0.5; every gray pixel counts as wrong, however well
+    it is reconstructed. So the score mostly measures how much black background an image has
+    (a black background alone scores high) and says little about the bones: report PSNR and
+    SSIM beside it (chapter 3).
+    """
+    y_true = ops.cast(y_true, "float32")
+    y_pred = ops.cast(ops.cast(y_pred, "float32") > 0.5, "float32")
+    correct = ops.cast(ops.equal(y_true, y_pred), "float32")
+    return ops.mean(correct, axis=[1, 2, 3])
+
+
+def reconstruction_metrics() -> list:
+    """Return the autoencoder's metrics: the paper's pixel accuracy (logged as "accuracy"), PSNR and SSIM."""
+    return [
+        keras.metrics.MeanMetricWrapper(pixel_accuracy, name="accuracy"),  # our choice (reconstruction accuracy)
+        keras.metrics.MeanMetricWrapper(psnr, name="psnr"),
+        keras.metrics.MeanMetricWrapper(ssim, name="ssim"),
+    ]
 
 # ---------------------------------------------------------------------------
 # The autoencoder (Table 1)
@@ -102,8 +162,8 @@ CHOICES = [
 
 def conv_block(x, filters: int, name: str, momentum: float):
     """Apply Conv2D(filters) -> ReLU -> BatchNormalization."""
-    x = layers.Conv2D(filters, 3, padding="same", name=f"{name}_conv")(x)  # our choice: 3x3, same padding
-    x = layers.ReLU(name=f"{name}_relu")(x)  # our choice: ReLU before batch norm
+    x = layers.Conv2D(filters, 3, padding="same", name=f"{name}_conv")(x)  # our choice (kernel size): 3x3, same padding
+    x = layers.ReLU(name=f"{name}_relu")(x)  # our choice (ReLU and batch norm): ReLU first
     return layers.BatchNormalization(momentum=momentum, name=f"{name}_bn")(x)
 
 
@@ -117,18 +177,18 @@ def build_encoder(config: Settings) -> keras.Model:
     *block_filters, bottleneck = config.scaled_filters()
     image = keras.Input((config.image_size, config.image_size, 1), name="image")
     x = image
-    if pad := padding(config.image_size, len(block_filters)):  # our choice: zero-pad sizes such as 450 px
+    if pad := padding(config.image_size, len(block_filters)):  # our choice (450 px): zero-pad to a multiple of 16
         x = layers.ZeroPadding2D(((0, pad), (0, pad)), name="pad")(x)
     for i, filters in enumerate(block_filters, start=1):
         x = conv_block(x, filters, f"enc{i}", config.bn_momentum)
-        x = layers.MaxPooling2D(2, name=f"enc{i}_pool")(x)  # our choice: 2x2 max pooling
-    code = conv_block(x, bottleneck, "bottleneck", config.bn_momentum)  # our choice: 1024 read as the bottleneck
+        x = layers.MaxPooling2D(2, name=f"enc{i}_pool")(x)  # our choice (pooling): 2x2 max pooling
+    code = conv_block(x, bottleneck, "bottleneck", config.bn_momentum)  # our choice (1024 filters): the bottleneck
     return keras.Model(image, code, name="encoder")
 
 
 def decoder_block(x, filters: int, name: str, config: Settings):
     """Double the resolution and convolve, in the order config.decoder names (config.DECODERS)."""
-    if config.decoder == "upsample_conv":  # our choice: upsample, then convolve (48.5 GFLOP at 256 px)
+    if config.decoder == "upsample_conv":  # our choice (decoder upsampling): 48.5 GFLOP at 256 px
         x = layers.UpSampling2D(2, name=f"{name}_up")(x)
         return conv_block(x, filters, name, config.bn_momentum)
     if config.decoder == "conv_upsample":  # the same layers, convolving at the low resolution: 4x cheaper
@@ -223,6 +283,7 @@ def pretrain_autoencoder(autoencoder: keras.Model, train_data, val_data, plan=AE
     """
     for stage, (start, end) in enumerate(stage_bounds(plan), start=1):
         if end > done:
+            # our choice (stages): the same compiled model and optimizer through every stage
             autoencoder.fit(train_data, validation_data=val_data, initial_epoch=max(start, done), epochs=end,
                             callbacks=callbacks(stage), verbose=0, shuffle=False)  # tf.data shuffles
             if autoencoder.stop_training:  # a callback ended the run (held-out loss no longer improving)
@@ -261,7 +322,7 @@ def add_head(features, config: Settings, sex=None, y_mean: float = 0.0, y_std: f
     x = layers.Dense(config.dense_units, activation="relu", kernel_regularizer=l2, name="head_dense")(x)
     if not config.scale_output:
         return layers.Dense(1, dtype="float32", name="age")(x)
-    x = layers.Dense(1, dtype="float32", name="age_sd")(x)  # our choice (CPU presets): age in SD units
+    x = layers.Dense(1, dtype="float32", name="age_sd")(x)  # our choice (output scale): age in SD units (CPU presets)
     return layers.Rescaling(scale=y_std, offset=y_mean, dtype="float32", name="age")(x)
 
 
@@ -308,3 +369,41 @@ def fit_regressor(regressor: keras.Model, train_data, val_data, num_epochs: int,
     regressor.fit(train_data, validation_data=val_data, initial_epoch=done, epochs=num_epochs,
                   callbacks=callbacks or [], validation_freq=validation_freq, verbose=0, shuffle=False)
     return regressor
+
+
+# ---------------------------------------------------------------------------
+# Fine-tuning controls. The paper gives a constant Adam rate and no schedule, callbacks,
+# phases or kept epoch; each preset picks one of these (config.py), the engine carries it out.
+
+
+def cosine_rate(config: Settings, num_epochs: int) -> Callable:
+    """Return epoch -> learning rate, decaying config.reg_lr to near 0 along half a cosine over num_epochs."""
+    # our choice (learning-rate schedule): half a cosine, so that the last epochs settle with small steps
+    return lambda epoch, lr=None: float(config.reg_lr * 0.5 * (1 + np.cos(np.pi * epoch / max(1, num_epochs))))
+
+
+def fine_tuning_controls(config: Settings, num_epochs: int | None = None) -> dict:
+    """Return what steers fine-tuning: the rate schedule (None: constant), and plateau and early-stop settings (None: off)."""
+    schedule = cosine_rate(config, num_epochs or config.reg_num_epochs) if config.lr_schedule == "cosine" else None
+    reduce_lr = ({"factor": config.reduce_lr_factor, "patience": config.reduce_lr_patience}
+                 if config.reduce_lr_patience else None)  # our choice (plateau and early stopping): off in the paper preset
+    early_stop = {"patience": config.early_stopping_patience} if config.early_stopping_patience else None
+    return {"schedule": schedule, "reduce_lr": reduce_lr, "early_stop": early_stop}
+
+
+def phase_bounds(freeze_epochs: int, num_epochs: int) -> list[tuple[bool, int, int]]:
+    """Return the training phases as (backbone trainable, first epoch, end epoch): frozen first, then fine-tuned."""
+    freeze_epochs = min(freeze_epochs, num_epochs)
+    phases = [(False, 0, freeze_epochs), (True, freeze_epochs, num_epochs)]  # our choice (frozen backbone): 0 epochs by default
+    return [phase for phase in phases if phase[2] > phase[1]]
+
+
+def validation_epochs(config: Settings, num_epochs: int, most: int = 20) -> list[int]:
+    """Return the (1-based) epochs to validate: all when val picks the kept epoch, else about `most`, first and last included."""
+    every = 1 if config.keep == "best" else max(1, -(-num_epochs // most))  # our choice (validation epochs)
+    return [e for e in range(1, num_epochs + 1) if e % every == 0 or e in (1, num_epochs)]
+
+
+def kept_checkpoint(config: Settings, state: dict) -> str:
+    """Return the checkpoint whose weights the regressor keeps: the best validation MAE's, or the last epoch's."""
+    return state.get("best", state["latest"]) if config.keep == "best" else state["latest"]  # our choice (kept regressor)

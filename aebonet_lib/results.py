@@ -1,4 +1,4 @@
-"""The paper's tables and the published results on RSNA, with this project's figures beside them.
+"""Results: the paper's tables, the published results on RSNA, and this project's shipped results.
 
 Every number typed into this module comes from the publication named in the same row
 (the paper's own tables as summarised in ../shared/PAPER.md). Where the paper gives no
@@ -6,6 +6,11 @@ figure the cell is NaN and the `note` column says why: an empty cell is honest, 
 one is not. Published figures keep
 their own metric (MAE, MAD, RMS) and unit, because they are not the same measurement.
 Chapters 3 and 6 show these tables; `aebonet report` writes them with `save_table`.
+
+The shipped results a chapter reads (the real-data runs in `results/rsna-cpu`, the
+label-efficiency grid in `results/label_efficiency`, sim-to-real and the phantom's realism in
+`results/phantom`) are collected by the engine (`aebonet_lib._engine`); the functions below
+the tables are the door a chapter reads them through.
 """
 
 from __future__ import annotations
@@ -19,8 +24,26 @@ import pandas as pd
 from aebonet_lib import paper
 from aebonet_lib.config import PRESETS
 from aebonet_lib.errors import AebonetError
-from aebonet_lib.runs.files import atomic_write, read_json, read_table
-from aebonet_lib.runs.modelfiles import read_sidecar
+from aebonet_lib._engine.baselines import BASELINES
+from aebonet_lib._engine.files import read_json, read_table, save_table
+from aebonet_lib._engine.grid import THUMBNAIL
+from aebonet_lib._engine.grid_results import POWER, load_summary, verdict_line, verdicts
+from aebonet_lib._engine.modelfiles import read_sidecar
+from aebonet_lib._engine.realism import THUMB, realism_figure, shipped_realism
+from aebonet_lib._engine.rsna_results import (
+    errors_by,
+    format_mae,
+    label_efficiency,
+    label_efficiency_long,
+    load,
+    main_run,
+    mean_baseline,
+    paired,
+    run_metrics,
+)
+from aebonet_lib._engine.sim2real import Recipe, describe, read_pretraining, read_results
+from aebonet_lib.evaluation.metrics import format_ci
+
 
 PAPER = "Sirati-Amsheh, Shabaninia & Chaparian, J Biomed Phys Eng 2025, doi:10.31661/jbpe.v0i0.2304-1609"
 NO_ROW = "named in the paper's text, but Table 5 has no row for it"
@@ -61,15 +84,6 @@ PAPER_TABLE5_MAE_256 = {name: mae for name, (mae, _) in PAPER_TABLE5[256].items(
 PAPER_TABLE2 = [row[1:] for row in paper.TABLE2]
 
 
-
-def format_ci(value: float, low: float, high: float, digits: int = 1) -> str:
-    """Return a figure with its interval, such as "7.9 (7.1-8.8)" (" to " when a bound is negative)."""
-    if np.isnan(value):
-        return ""
-    if np.isnan(low) or np.isnan(high):
-        return f"{value:.{digits}f}"
-    between = " to " if min(low, high) < 0 else "-"
-    return f"{value:.{digits}f} ({low:.{digits}f}{between}{high:.{digits}f})"
 
 
 def experiment_table(table: pd.DataFrame, baseline: str) -> pd.DataFrame:
@@ -237,12 +251,3 @@ def runs_table(runs: list) -> pd.DataFrame:
         row["run"] = row["run"] or f"run {i + 1}"
     return pd.DataFrame(rows).set_index("run")
 
-
-def save_table(table: pd.DataFrame, path: str | os.PathLike) -> tuple[Path, Path]:
-    """Write a table as CSV and as Markdown beside it (PATH.csv, PATH.md), atomically; return both paths."""
-    csv_path, md_path = Path(path).with_suffix(".csv"), Path(path).with_suffix(".md")
-    with atomic_write(csv_path) as f:
-        table.to_csv(f)
-    with atomic_write(md_path) as f:
-        f.write(table.to_markdown(floatfmt="g") + "\n")
-    return csv_path, md_path

@@ -5,7 +5,7 @@
 Why JAX and not TensorFlow: the course trains with TensorFlow, but the GPU machines lent to
 this project carry JAX and PyTorch and no TensorFlow, and TensorFlow's wheel (about 600 MB
 with its CUDA libraries) is far over what can be carried there. Keras 3 runs the very same
-model code (`aebonet_lib.models`) on JAX, so this measures our architecture on the GPU; XLA
+model code (`aebonet_lib.paper`) on JAX, so this measures our architecture on the GPU; XLA
 compiles every step, as TensorFlow's `--jit` would. Expect TensorFlow's own numbers to differ.
 
 It measures, on the first GPU:
@@ -40,7 +40,7 @@ import numpy as np  # noqa: E402
 
 from aebonet_lib import paper  # noqa: E402
 from aebonet_lib.config import get_config  # noqa: E402
-from aebonet_lib.models import measures  # noqa: E402
+from aebonet_lib._engine import flops as measures  # noqa: E402
 
 POLICIES = {"fp32": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
 DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}  # jax.numpy's names

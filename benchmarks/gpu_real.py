@@ -27,9 +27,10 @@ import numpy as np
 
 from aebonet_lib import paper
 from aebonet_lib.config import get_config
-from aebonet_lib.runs import budget as budgets
-from aebonet_lib.runs.checkpoints import EpochTimer, cosine_rate, validation_epochs
-from aebonet_lib.runs.hardware import gpu_precision
+from aebonet_lib._engine import budget as budgets
+from aebonet_lib._engine.checkpoints import EpochTimer
+from aebonet_lib.paper import cosine_rate, validation_epochs
+from aebonet_lib._engine.hardware import gpu_precision
 
 POLICIES = {"fp32": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
 PRETRAIN_SHARE = 0.6  # of the minutes left after loading: pretraining; fine-tuning gets what pretraining leaves
@@ -88,7 +89,7 @@ def device_and_backend() -> tuple[str, str]:
         device = jax.devices()[0]
         name = f"GPU: {device.device_kind}" if device.platform == "gpu" else "CPU"
         return name, f"keras {keras.__version__} on jax {jax.__version__}"
-    from aebonet_lib.runs.hardware import gpu_info
+    from aebonet_lib._engine.hardware import gpu_info
 
     gpus = gpu_info()
     import tensorflow as tf
@@ -108,7 +109,7 @@ def precision_for(config) -> str:
             return "fp32"
         capability = getattr(device, "compute_capability", None)  # such as "9.0"
         return gpu_precision([int(p) for p in str(capability).split(".")]) if capability else "bf16"
-    from aebonet_lib.runs.hardware import best_precision
+    from aebonet_lib._engine.hardware import best_precision
 
     return best_precision(width=config.width)
 
@@ -144,7 +145,7 @@ def compile_autoencoder(model: keras.Model, config) -> keras.Model:
     """Compile as the recipe does; without TensorFlow, with the paper's "accuracy" only (PSNR and SSIM need tf.image)."""
     if keras.backend.backend() == "tensorflow":
         return paper.compile_autoencoder(model, config)
-    from aebonet_lib.models.measures import reconstruction_metrics
+    from aebonet_lib.paper import reconstruction_metrics
 
     model.compile(optimizer=keras.optimizers.Adam(config.ae_lr), loss="mse", metrics=reconstruction_metrics()[:1],
                   jit_compile=config.jit)

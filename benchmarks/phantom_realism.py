@@ -9,12 +9,12 @@
     .venv/bin/python benchmarks/phantom_realism.py pretraining --phantom-runs RUNS --real-runs RUNS --out FILE.csv
     .venv/bin/python benchmarks/phantom_realism.py finetune ENCODER --fraction F --runs DIR [--real DIR]
 
-`report` prints the realism table (`aebonet_lib.phantom.realism`): phantom and real on the same
+`report` prints the realism table (`aebonet_lib._engine.realism`): phantom and real on the same
 measures. `table` does it for both styles and, with `--before` (a worktree of an older commit,
 `git worktree add /tmp/old-phantom fdbc06e`), for the phantom as it was there. `sim2real` tests a model trained only on phantoms on the real validation split (the
 paper's split of ../shared/rsna_bone_age_256, 2,323 images) beside the mean predictor.
 `train` trains a model on the phantoms of PHANTOM_DIR only (written by `aebonet phantom`) and tests
-it on the real validation and test splits (`aebonet_lib.experiments.sim2real`), writing DIR/sim2real.json;
+it on the real validation and test splits (`aebonet_lib._engine.sim2real`), writing DIR/sim2real.json;
 `collect` turns several such folders into one table (results/phantom/sim2real.csv).
 `pretraining` tests chapter 7's three arms (autoencoder pretrained on phantoms, on the real images,
 not at all) on the real validation and test splits (results/phantom/label_efficiency.csv).
@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from aebonet_lib.phantom import realism
+from aebonet_lib._engine import realism
 
 PRESET = "rsna-cpu"
 
@@ -94,8 +94,8 @@ def sim2real(model_path: Path, real_dir: Path, name: str) -> dict:
     The result has the layout of `experiments.sim2real.run` (no recipe), so that `collect` puts a
     model trained on real labels beside the phantom-trained ones as a reference.
     """
-    from aebonet_lib.evaluation import predict
-    from aebonet_lib.experiments import sim2real as sim2real_lib
+    from aebonet_lib._engine import predict
+    from aebonet_lib._engine import sim2real as sim2real_lib
 
     model, meta = predict.load_regressor(model_path)
     data = sim2real_lib.load_real(real_dir, meta.params.image_size, meta.params.clahe, meta.params.normalize)
@@ -116,8 +116,9 @@ def what_predictions_follow(X: np.ndarray, y_hat: np.ndarray) -> dict:
 
 def finetune(encoder: Path, fraction: float, runs_dir: Path, real_dir: Path) -> dict:
     """Fine-tune AE-BoNet from `encoder` on `fraction` of the real training labels (seed 0) and return its MAEs."""
-    from aebonet_lib.experiments import protocol, real
-    from aebonet_lib.runs.files import read_json
+    from aebonet_lib.experiments import protocol
+    from aebonet_lib._engine import real
+    from aebonet_lib._engine.files import read_json
 
     data, config = real_data(real_dir)
     budget = protocol.get_budget(PRESET)
@@ -138,7 +139,8 @@ def pretraining(phantom_runs: Path, real_runs: Path, preset: str, real_dir: Path
 
     from aebonet_lib.config import get_config
     from aebonet_lib.data.loading import load_data
-    from aebonet_lib.evaluation import metrics, predict
+    from aebonet_lib.evaluation import metrics
+    from aebonet_lib._engine import predict
     from aebonet_lib.experiments import protocol
 
     config = get_config(preset)
@@ -168,7 +170,7 @@ def pretraining(phantom_runs: Path, real_runs: Path, preset: str, real_dir: Path
 
 def write_csv(table, path: Path, index: bool = False) -> None:
     """Write a table as CSV atomically, with four decimals."""
-    from aebonet_lib.runs.files import atomic_write
+    from aebonet_lib._engine.files import atomic_write
 
     with atomic_write(path) as f:
         table.to_csv(f, index=index, float_format="%.4f", lineterminator="\n")
@@ -229,7 +231,7 @@ def main() -> None:
         write_csv(result, args.out)
         return
     if args.what == "collect":
-        from aebonet_lib.experiments import sim2real as sim2real_lib
+        from aebonet_lib._engine import sim2real as sim2real_lib
 
         result = sim2real_lib.collect(args.folders)
         print(result[["name", "split", "mae", "mean_predictor_mae", "minus_mean_predictor", "minus_low", "minus_high",
@@ -237,7 +239,7 @@ def main() -> None:
         write_csv(result, args.out)
         return
     if args.what == "train":
-        from aebonet_lib.experiments import sim2real as sim2real_lib
+        from aebonet_lib._engine import sim2real as sim2real_lib
 
         recipe = sim2real_lib.Recipe(args.preset, args.pretrain, args.clahe, args.normalize, args.augment, args.seed,
                                      args.style)
@@ -249,7 +251,7 @@ def main() -> None:
     result["command"] = " ".join(sys.argv)
     print(json.dumps(result, indent=1))
     if getattr(args, "out", None):
-        from aebonet_lib.runs.files import write_json
+        from aebonet_lib._engine.files import write_json
 
         write_json(args.out / "sim2real.json" if args.what == "train" else args.out, result)
 

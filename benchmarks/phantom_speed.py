@@ -17,7 +17,7 @@ import statistics
 import time
 
 from aebonet_lib import phantom
-from aebonet_lib.runs import hardware
+from aebonet_lib._engine import hardware
 
 
 def cpu_seconds() -> float:

@@ -69,7 +69,7 @@ def kaggle_dir(tmp_path) -> Path:
 @contextlib.contextmanager
 def killed_after_epoch(monkeypatch, last_epoch: int = 1) -> Iterator[None]:
     """Make a run raise RuntimeError("killed") right after epoch `last_epoch` (0-based) has saved its checkpoint."""
-    from aebonet_lib.runs import checkpoints
+    from aebonet_lib._engine import checkpoints
 
     original = checkpoints.EpochCheckpoint.on_epoch_end
 

@@ -1,4 +1,4 @@
-"""Tests of aebonet_lib.bench and aebonet_lib.runs.hardware: the report's structure, FLOP accounting, targets, detection.
+"""Tests of aebonet_lib._engine.bench and aebonet_lib._engine.hardware: the report's structure, FLOP accounting, targets, detection.
 
 No timed assertions: speed is what `aebonet bench` measures, not what a test checks.
 """
@@ -11,12 +11,14 @@ from pathlib import Path
 import pytest
 
 from aebonet_lib import paper
-from aebonet_lib.bench import markdown, measure, plans
-from aebonet_lib.cli_parser import build_parser
+from aebonet_lib._engine.bench import markdown
+from aebonet_lib._engine.bench import measure
+from aebonet_lib._engine.bench import plans
+from aebonet_lib._engine.cli_parser import build_parser
 from aebonet_lib.config import get_config
 from aebonet_lib.errors import AebonetError
-from aebonet_lib.models import measures
-from aebonet_lib.runs import hardware
+from aebonet_lib._engine import flops as measures
+from aebonet_lib._engine import hardware
 
 FAKE_CPUINFO = """processor\t: 0
 vendor_id\t: AuthenticAMD
@@ -80,7 +82,7 @@ def test_best_precision_follows_the_measurements(gpus, flags, width, expected):
 
 def test_auto_precision_is_fp32_for_the_cpu_preset_on_any_cpu(monkeypatch):
     from aebonet_lib.config import get_config
-    from aebonet_lib.runs import devices
+    from aebonet_lib._engine import devices
 
     monkeypatch.setattr(hardware, "gpu_info", lambda: [])
     for flags in (["avx512f", "amx_tile", "amx_bf16"], ["avx512_bf16"], ["avx2"]):

@@ -1,4 +1,4 @@
-"""Tests of aebonet_lib.runs.budget: GPU estimates, the colab preset, and `--budget` (plan, follow, resume, warn)."""
+"""Tests of aebonet_lib._engine.budget: GPU estimates, the colab preset, and `--budget` (plan, follow, resume, warn)."""
 
 from __future__ import annotations
 
@@ -16,8 +16,11 @@ from aebonet_lib import paper
 from aebonet_lib.config import PRESETS, get_config
 from aebonet_lib.data.loading import load_data
 from aebonet_lib.errors import AebonetError
-from aebonet_lib.runs import budget as budgets
-from aebonet_lib.runs import checkpoints, modelfiles, records, training
+from aebonet_lib._engine import budget as budgets
+from aebonet_lib._engine import checkpoints
+from aebonet_lib._engine import modelfiles
+from aebonet_lib._engine import records
+from aebonet_lib._engine import runner as training
 
 REPO = Path(__file__).resolve().parents[1]
 

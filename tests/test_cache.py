@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from conftest import blob_image
 
-from aebonet_lib.data import cache
+from aebonet_lib._engine import cache
 from aebonet_lib.data.preprocess import PreprocessParams
 from aebonet_lib.errors import AebonetError
 

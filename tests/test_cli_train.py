@@ -12,8 +12,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from aebonet_lib.cli import main
-from aebonet_lib.runs.files import read_json
+from aebonet_lib._engine.cli import main
+from aebonet_lib._engine.files import read_json
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["--data", "phantom:60", "--size", "32", "--width", "0.125"]

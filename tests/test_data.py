@@ -7,7 +7,9 @@ import pandas as pd
 import pytest
 from conftest import SHARED_SAMPLE, blob_image, write_kaggle
 
-from aebonet_lib.data import cache, imagefiles, loading, preprocess, splits
+from aebonet_lib.data import loading, preprocess
+from aebonet_lib._engine import cache
+from aebonet_lib._engine import imagefiles
 from aebonet_lib.errors import AebonetError
 
 pytestmark = pytest.mark.usefixtures("tmp_cache")
@@ -221,10 +223,10 @@ def test_official_layout_gives_the_official_split_when_asked(tmp_path, truth):
 def test_official_layout_gets_the_paper_split_by_default(tmp_path):
     write_official(tmp_path / "rsna")
     d = load(tmp_path / "rsna", seed=3)
-    expected = splits.random_split(11, (0.7, 0.15, 0.15), seed=3)
+    expected = loading.random_split(11, (0.7, 0.15, 0.15), seed=3)
     assert d.split_kind == "paper" and all(np.array_equal(d.splits[k], expected[k]) for k in expected)
     stratified = load(tmp_path / "rsna", seed=3, split_kind="stratified")
-    expected = splits.stratified_split(d.y, (0.7, 0.15, 0.15), seed=3)
+    expected = loading.stratified_split(d.y, (0.7, 0.15, 0.15), seed=3)
     assert stratified.split_kind == "stratified"
     assert all(np.array_equal(stratified.splits[k], expected[k]) for k in expected)
 
@@ -412,7 +414,7 @@ def test_eight_real_radiographs():
 # ---------------------------------------------------------------- the command
 
 def test_prepare_command(kaggle_dir, tmp_path, capsys):
-    from aebonet_lib import cli
+    from aebonet_lib._engine import cli
 
     out = tmp_path / "cache"
     assert cli.main(["prepare", "--data", str(kaggle_dir), "--size", "32", "--out", str(out), "--workers", "1"]) == 0

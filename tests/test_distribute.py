@@ -14,10 +14,12 @@ import keras
 import numpy as np
 import pytest
 
-from aebonet_lib import cli
+from aebonet_lib._engine import cli
 from aebonet_lib.data.loading import load_data
 from aebonet_lib.errors import AebonetError
-from aebonet_lib.runs import checkpoints, devices, modelfiles
+from aebonet_lib._engine import checkpoints
+from aebonet_lib._engine import devices
+from aebonet_lib._engine import modelfiles
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -27,8 +29,9 @@ REPO = Path(__file__).resolve().parents[1]
 WORKER_SCRIPT = """
 import sys
 import numpy as np
-from aebonet_lib import cli
-from aebonet_lib.runs import checkpoints, training
+from aebonet_lib._engine import cli
+from aebonet_lib._engine import checkpoints
+from aebonet_lib._engine import runner as training
 
 weights, run, epochs, mode = sys.argv[1:5]
 finish = training.finish_pretrain

@@ -11,7 +11,7 @@ import pytest  # noqa: E402
 from aebonet_lib import config, paper
 from aebonet_lib.errors import AebonetError
 from aebonet_lib.evaluation import explain
-from aebonet_lib.models import baselines
+from aebonet_lib._engine import baselines
 
 SIZE = 32
 

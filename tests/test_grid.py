@@ -10,7 +10,8 @@ from aebonet_lib import paper
 from aebonet_lib.config import get_config
 from aebonet_lib.data.loading import load_data
 from aebonet_lib.errors import AebonetError
-from aebonet_lib.experiments import grid, grid_results
+from aebonet_lib._engine import grid
+from aebonet_lib._engine import grid_results
 
 
 @pytest.fixture(scope="module")
@@ -121,8 +122,8 @@ def test_unknown_grid_method_is_refused():
 
 
 def test_pretrain_objective_masked_from_the_command_line(tmp_path):
-    from aebonet_lib.cli import main
-    from aebonet_lib.runs.records import read_record
+    from aebonet_lib._engine.cli import main
+    from aebonet_lib._engine.records import read_record
 
     out = tmp_path / "ae"
     argv = ["pretrain", "--data", "phantom:60", "--preset", "cpu", "--size", "32", "--width", "0.125",

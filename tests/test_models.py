@@ -1,4 +1,4 @@
-"""Tests for aebonet_lib.models: the paper's Table 1 layer by layer, counts, variants, baselines, metrics."""
+"""Tests of the models (aebonet_lib.paper, _engine.baselines, _engine.flops): the paper's Table 1 layer by layer, counts, variants, baselines, metrics."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import pytest
 from aebonet_lib import paper
 from aebonet_lib.config import get_config
 from aebonet_lib.errors import AebonetError
-from aebonet_lib.models import baselines, measures
+from aebonet_lib._engine import baselines
+from aebonet_lib._engine import flops as measures
 
 PAPER = get_config("paper")
 TINY = get_config("cpu", image_size=32, width=0.125)
@@ -244,19 +245,19 @@ def test_pixel_accuracy_thresholds_prediction_not_target():
     y_true = np.array([0.0, 1.0, 0.5, 0.0], "float32").reshape(1, 2, 2, 1)
     y_pred = np.array([0.2, 0.7, 0.5, 0.9], "float32").reshape(1, 2, 2, 1)
     # right: 0 vs 0.2, 1 vs 0.7; wrong: the gray pixel (never equals 0 or 1), 0 vs 0.9
-    np.testing.assert_allclose(measures.pixel_accuracy(y_true, y_pred).numpy(), [0.5])
+    np.testing.assert_allclose(paper.pixel_accuracy(y_true, y_pred).numpy(), [0.5])
 
 
 def test_pixel_accuracy_rewards_black_background():
     y_true = np.zeros((1, 32, 32, 1), "float32")
     y_true[:, 8:24, 8:24] = 0.6  # a gray "hand" on a quarter of the image
     y_pred = np.full_like(y_true, 0.1)  # the hand is lost entirely
-    assert measures.pixel_accuracy(y_true, y_pred).numpy()[0] == pytest.approx(0.75)
+    assert paper.pixel_accuracy(y_true, y_pred).numpy()[0] == pytest.approx(0.75)
 
 
 def test_pixel_accuracy_reproduces_keras_accuracy_for_a_sigmoid_autoencoder():
     model = paper.build_autoencoder(TINY)
-    ours = keras.metrics.MeanMetricWrapper(measures.pixel_accuracy, name="ours")
+    ours = keras.metrics.MeanMetricWrapper(paper.pixel_accuracy, name="ours")
     model.compile(optimizer="adam", loss="mse", metrics=["accuracy", ours])
     X = images(6, 32, seed=1)
     X[:, :, :10] = 0.0  # black background, as in a radiograph
@@ -268,10 +269,10 @@ def test_pixel_accuracy_reproduces_keras_accuracy_for_a_sigmoid_autoencoder():
 
 def test_psnr_and_ssim_known_values():
     y_true = images(2, 32) * 0.8
-    assert measures.psnr(y_true, y_true + 0.1).numpy() == pytest.approx([20.0, 20.0], abs=1e-3)  # MSE 0.01
-    np.testing.assert_allclose(measures.ssim(y_true, y_true).numpy(), [1.0, 1.0], atol=1e-6)
-    assert np.all(measures.ssim(y_true, images(2, 32, seed=5)).numpy() < 0.5)
-    assert [m.name for m in measures.reconstruction_metrics()] == ["accuracy", "psnr", "ssim"]
+    assert paper.psnr(y_true, y_true + 0.1).numpy() == pytest.approx([20.0, 20.0], abs=1e-3)  # MSE 0.01
+    np.testing.assert_allclose(paper.ssim(y_true, y_true).numpy(), [1.0, 1.0], atol=1e-6)
+    assert np.all(paper.ssim(y_true, images(2, 32, seed=5)).numpy() < 0.5)
+    assert [m.name for m in paper.reconstruction_metrics()] == ["accuracy", "psnr", "ssim"]
 
 
 # --- The baselines (paper Table 5) --------------------------------------------------------
@@ -460,3 +461,21 @@ def test_450_pixels_as_in_table_5_pads_to_464_in_the_encoder_and_crops_back():
     assert "pad" not in [layer.name for layer in paper.build_encoder(TINY).layers]  # 32 px: nothing added
     baseline = baselines.build_baseline("mobilenet", config, weights=None)
     assert baseline.input_shape == (None, 450, 450, 1)
+
+
+@pytest.mark.parametrize("backbone, has_encoder, weights, says", [
+    ("resnet", False, None, "unknown backbone"),
+    ("scratch", False, "imagenet", "only for the baselines"),
+    ("aebonet", False, None, "needs a pretrained encoder"),
+    ("mobilenet", True, None, "--encoder is for the aebonet backbone"),
+])
+def test_one_check_refuses_a_backbone_encoder_and_weights_that_do_not_go_together(backbone, has_encoder, weights, says):
+    with pytest.raises(AebonetError, match=says):
+        baselines.check_backbone(backbone, has_encoder, weights)
+    baselines.check_backbone("aebonet", True, None)
+    baselines.check_backbone("mobilenet", False, "imagenet")  # refused only later, offline, with its own message
+
+
+def test_build_model_asks_the_same_check():
+    with pytest.raises(AebonetError, match="needs a pretrained encoder"):
+        baselines.build_model("aebonet", get_config("cpu", image_size=32))

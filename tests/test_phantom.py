@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from aebonet_lib import cli, phantom
+from aebonet_lib import phantom
+from aebonet_lib._engine import cli
 from aebonet_lib.errors import AebonetError
 
 AGES = np.arange(0, 241, 1.0)

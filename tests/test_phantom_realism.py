@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from aebonet_lib.phantom import realism
+from aebonet_lib._engine import realism
 
 
 def test_image_measures_see_a_bright_square_on_black():

@@ -1,4 +1,4 @@
-"""Tests of aebonet_lib.evaluation.predict: evaluation files and predictions for new image files."""
+"""Tests of aebonet_lib._engine.predict: evaluation files and predictions for new image files."""
 
 from __future__ import annotations
 
@@ -12,14 +12,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from aebonet_lib import demo, paper
+from aebonet_lib import paper
+from aebonet_lib._engine import demo
 from aebonet_lib.config import get_config
 from aebonet_lib.data.loading import load_data
 from aebonet_lib.data.preprocess import PreprocessParams
 from aebonet_lib.errors import AebonetError
-from aebonet_lib.evaluation import predict
-from aebonet_lib.runs import modelfiles, training
-from aebonet_lib.runs.files import read_json
+from aebonet_lib._engine import predict
+from aebonet_lib._engine import modelfiles
+from aebonet_lib._engine import runner as training
+from aebonet_lib._engine.files import read_json
 
 
 @pytest.fixture(scope="module")

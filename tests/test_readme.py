@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from aebonet_lib import paper
-from aebonet_lib.experiments import rsna_results
+from aebonet_lib._engine import rsna_results
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -13,7 +13,7 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 def test_readme_results_table_is_computed_from_the_shipped_results():
     shown = rsna_results.readme_section(README.read_text())
     assert shown == rsna_results.readme_table(rsna_results.load()), (
-        "README.md's results table is stale: run `python -m aebonet_lib.experiments.rsna_results`")
+        "README.md's results table is stale: run `python -m aebonet_lib._engine.rsna_results`")
 
 
 def test_readme_table_cites_the_paper_and_rsna_results():

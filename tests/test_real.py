@@ -14,7 +14,9 @@ import pytest
 
 from aebonet_lib.config import get_config
 from aebonet_lib.errors import AebonetError
-from aebonet_lib.experiments import protocol, real, rsna_results
+from aebonet_lib.experiments import protocol
+from aebonet_lib._engine import real
+from aebonet_lib._engine import rsna_results
 
 SHARED_RSNA = Path(__file__).resolve().parents[2] / "shared" / "rsna_bone_age_256"
 TINY = dict(image_size=32, width=0.125, ae_stages=(1,), reg_num_epochs=2, lr_schedule="cosine", keep="last",
@@ -142,8 +144,8 @@ SHARED_SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "rsna_sample"
 
 
 def test_the_rsna_cpu_model_ships_with_the_rsna_attribution():
-    from aebonet_lib.evaluation import predict
-    from aebonet_lib.runs import modelfiles
+    from aebonet_lib._engine import predict
+    from aebonet_lib._engine import modelfiles
 
     assert "rsna-cpu" in predict.shipped_models()
     meta = modelfiles.read_model_meta(predict.resolve_model("rsna-cpu"))
@@ -153,7 +155,7 @@ def test_the_rsna_cpu_model_ships_with_the_rsna_attribution():
 
 @pytest.mark.skipif(not SHARED_RSNA.is_dir(), reason="../shared/rsna_bone_age_256 is absent")
 def test_the_shipped_model_predicts_real_radiographs_within_a_sane_range():
-    from aebonet_lib.evaluation import predict
+    from aebonet_lib._engine import predict
 
     labels = pd.read_csv(SHARED_RSNA / "boneage-training-dataset.csv").sample(12, random_state=1)
     files = [SHARED_RSNA / "boneage-training-dataset" / f"{i}.jpg" for i in labels.id]
@@ -166,7 +168,7 @@ def test_the_shipped_model_predicts_real_radiographs_within_a_sane_range():
 
 @pytest.mark.skipif(not SHARED_SAMPLE.is_dir(), reason="../shared/rsna_sample is absent")
 def test_the_shipped_model_reads_full_resolution_registered_radiographs(capsys):
-    from aebonet_lib.cli import main
+    from aebonet_lib._engine.cli import main
 
     assert main(["predict", "--model", "rsna-cpu", str(SHARED_SAMPLE / "boneage-training-dataset")]) == 0
     out = capsys.readouterr().out.strip().splitlines()
@@ -186,7 +188,7 @@ def test_collect_only_leaves_out_unfinished_runs_and_trains_nothing(tiny_experim
 
 
 def test_cli_refuses_real_experiment_options_elsewhere(capsys):
-    from aebonet_lib.cli import main
+    from aebonet_lib._engine.cli import main
 
     assert main(["experiment", "label-efficiency", "--collect-only", "--out", "x"]) == 2
     assert "--collect-only does not apply" in capsys.readouterr().err

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from aebonet_lib import phantom
-from aebonet_lib.experiments import sim2real
+from aebonet_lib._engine import sim2real
 
 pytestmark = pytest.mark.usefixtures("module_cache")
 

@@ -19,19 +19,13 @@ import pytest
 from conftest import killed_after_epoch
 
 from aebonet_lib.config import Config, get_config
-from aebonet_lib.data import splits
+from aebonet_lib.data import loading
 from aebonet_lib.data.loading import load_data
 from aebonet_lib.errors import AebonetError
-from aebonet_lib.evaluation.predict import predict_arrays
-from aebonet_lib.runs import (
-    checkpoints,
-    devices,
-    hardware,
-    modelfiles,
-    records,
-    training,
-)
-from aebonet_lib.runs.files import read_json, write_json
+from aebonet_lib._engine.predict import predict_arrays
+from aebonet_lib._engine import checkpoints, devices, hardware, modelfiles, records
+from aebonet_lib._engine import runner as training
+from aebonet_lib._engine.files import read_json, write_json
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -245,7 +239,7 @@ def test_auto_precision_sets_the_best_policy_and_restores_the_previous_one(monke
 
 def resplit(data, seed: int):
     """Return the same images split again with another seed."""
-    return dataclasses.replace(data, splits=splits.random_split(len(data), (0.7, 0.15, 0.15), seed=seed))
+    return dataclasses.replace(data, splits=loading.random_split(len(data), (0.7, 0.15, 0.15), seed=seed))
 
 
 def test_an_encoder_pretrained_on_the_test_images_is_refused(pretrained, data, config, tmp_path):
@@ -300,12 +294,11 @@ import sys
 import tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-from aebonet_lib.runs import hardware
-from aebonet_lib.data import splits
-from aebonet_lib.runs import checkpoints
-from aebonet_lib.runs import devices
-from aebonet_lib.runs import modelfiles
-from aebonet_lib.runs import training
+from aebonet_lib._engine import hardware
+from aebonet_lib._engine import checkpoints
+from aebonet_lib._engine import devices
+from aebonet_lib._engine import modelfiles
+from aebonet_lib._engine import runner as training
 from aebonet_lib.config import get_config
 from aebonet_lib.data.loading import load_data
 config = get_config("cpu", image_size=32, width=0.125, ae_batch_size=8)
@@ -349,5 +342,5 @@ def test_an_encoder_pretrained_on_another_dataset_is_not_checked_against_its_ids
     shutil.copytree(pretrained / "splits", tmp_path / "splits")
     meta = read_json(tmp_path / "encoder.json")
     write_json(tmp_path / "encoder.json", meta | {"data": {"source": str(tmp_path / "elsewhere"), "seed": 0}})
-    assert not training.same_source(tmp_path / "encoder.keras", data)
+    assert not training.same_source(modelfiles.read_model_meta(tmp_path / "encoder.keras"), data)
     training.check_encoder_split(tmp_path / "encoder.keras", resplit(data, 1))  # other images: no leak to refuse

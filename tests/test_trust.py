@@ -1,4 +1,4 @@
-"""Tests of aebonet_lib.evaluation.trust: clamped ages, out-of-distribution flags, calibration, and where they show up."""
+"""Tests of aebonet_lib._engine.trust: clamped ages, out-of-distribution flags, calibration, and where they show up."""
 
 from __future__ import annotations
 
@@ -11,14 +11,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from aebonet_lib.cli import main
+from aebonet_lib._engine.cli import main
 from aebonet_lib.config import get_config
 from aebonet_lib.data.loading import load_data
 from aebonet_lib.errors import AebonetError
-from aebonet_lib.evaluation import predict, trust
-from aebonet_lib.runs import training
-from aebonet_lib.runs.files import read_json
-from aebonet_lib.runs.modelfiles import load_model
+from aebonet_lib._engine import predict
+from aebonet_lib._engine import trust
+from aebonet_lib._engine import runner as training
+from aebonet_lib._engine.files import read_json
+from aebonet_lib._engine.modelfiles import load_model
 
 FLAGS = ["predicted", "predicted_raw", "out_of_range", "ood_score", "unlike_training", "flagged"]
 

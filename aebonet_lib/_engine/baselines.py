@@ -139,14 +139,22 @@ def build_baseline(name: str, config: Config, weights: str | None = None, sex_in
 def build_model(backbone: str, config: Config, encoder: keras.Model | None = None, weights: str | None = None,
                 sex_input: bool = False, y_mean: float = 0.0, y_std: float = 1.0) -> keras.Model:
     """Return the regressor `backbone` names: "aebonet" (needs `encoder`), "scratch", or a baseline."""
+    check_backbone(backbone, encoder is not None, weights)
     if backbone in BASELINES:
         return build_baseline(backbone, config, weights, sex_input, y_mean, y_std)
-    if backbone not in ("aebonet", "scratch"):
-        raise AebonetError(f"unknown backbone {backbone!r}: choose aebonet, scratch, {', '.join(BASELINES)}")
-    if wants_weights(weights):
-        raise AebonetError(f"--weights {weights}: only for the baselines ({', '.join(BASELINES)}), not {backbone}")
     if backbone == "scratch":
         return build_scratch_regressor(config, sex_input, y_mean, y_std)
-    if encoder is None:
-        raise AebonetError("backbone aebonet needs the pretrained encoder: pass --encoder RUN/encoder.keras")
     return build_regressor(encoder, config, sex_input, y_mean, y_std)
+
+
+def check_backbone(backbone: str, has_encoder: bool, weights: str | None = None) -> None:
+    """Refuse a backbone, an encoder and weights that do not go together (every command and `build_model` ask here)."""
+    if backbone not in ("aebonet", "scratch", *BASELINES):
+        raise AebonetError(f"unknown backbone {backbone!r}: choose aebonet, scratch, {', '.join(BASELINES)}")
+    if wants_weights(weights) and backbone not in BASELINES:
+        raise AebonetError(f"--weights {weights}: only for the baselines ({', '.join(BASELINES)}), not {backbone}")
+    if backbone == "aebonet" and not has_encoder:
+        raise AebonetError("backbone aebonet needs a pretrained encoder: give --encoder RUN/encoder.keras, "
+                           "or use --backbone scratch")
+    if has_encoder and backbone != "aebonet":
+        raise AebonetError(f"--encoder is for the aebonet backbone, not {backbone}; leave it out")

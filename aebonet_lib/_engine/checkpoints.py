@@ -14,15 +14,16 @@ from tqdm.auto import tqdm
 
 from aebonet_lib.config import Config
 from aebonet_lib.errors import AebonetError
+from aebonet_lib import paper
 from aebonet_lib.paper import stage_bounds
-from aebonet_lib.runs.files import (
+from aebonet_lib._engine.files import (
     atomic_path,
     atomic_write,
     read_json,
     require_empty_dir,
     write_json,
 )
-from aebonet_lib.runs.records import read_record
+from aebonet_lib._engine.records import read_record
 
 SHOWN_IN_PROGRESS = ("loss", "val_loss", "mae", "val_mae", "psnr", "val_psnr")
 
@@ -195,17 +196,6 @@ def truncate_history(path: Path, epochs_done: int) -> None:
         history[history["epoch"] < epochs_done].to_csv(f, index=False)
 
 
-def cosine_rate(config: Config, num_epochs: int):
-    """Return epoch -> learning rate, decaying config.reg_lr to near 0 along half a cosine over num_epochs."""
-    return lambda epoch, lr=None: float(config.reg_lr * 0.5 * (1 + np.cos(np.pi * epoch / max(1, num_epochs))))
-
-
-def validation_epochs(config: Config, num_epochs: int, most: int = 20) -> list[int]:
-    """Return the (1-based) epochs to validate: all when val picks the kept epoch, else about `most`, first and last included."""
-    every = 1 if config.keep == "best" else max(1, -(-num_epochs // most))
-    return [e for e in range(1, num_epochs + 1) if e % every == 0 or e in (1, num_epochs)]
-
-
 class StreamEpoch(keras.callbacks.Callback):
     """Set the training stream's epoch variable as each epoch begins (data.pipeline): its batches depend on the epoch alone."""
 
@@ -292,13 +282,14 @@ def make_callbacks(run_dir: Path, config: Config, bar: tqdm, stage: int = 1, mon
     counters_saved = saved.get("counters", {}) if saved.get("stage") == stage else {}
     callbacks = [EpochTimer()] + ([StreamEpoch(stream_epoch)] if stream_epoch is not None else [])
     counters = []
-    if monitor and config.lr_schedule == "cosine":
-        callbacks.append(keras.callbacks.LearningRateScheduler(cosine_rate(config, num_epochs or config.reg_num_epochs)))
-    if monitor and config.reduce_lr_patience:
-        counters.append(ResumableReduceLR(monitor, config.reduce_lr_factor, config.reduce_lr_patience,
+    controls = paper.fine_tuning_controls(config, num_epochs) if monitor else {}
+    if controls.get("schedule"):
+        callbacks.append(keras.callbacks.LearningRateScheduler(controls["schedule"]))
+    if controls.get("reduce_lr"):
+        counters.append(ResumableReduceLR(monitor, controls["reduce_lr"]["factor"], controls["reduce_lr"]["patience"],
                                           saved=counters_saved.get("ResumableReduceLR")))
-    if monitor and config.early_stopping_patience:
-        counters.append(ResumableEarlyStopping(monitor, patience=config.early_stopping_patience,
+    if controls.get("early_stop"):
+        counters.append(ResumableEarlyStopping(monitor, patience=controls["early_stop"]["patience"],
                                                saved=counters_saved.get("ResumableEarlyStopping")))
     callbacks += counters + [
         keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=True),

@@ -21,7 +21,7 @@ from aebonet_lib.errors import AebonetError
 
 def check_overwrite(args: argparse.Namespace, *paths) -> None:
     """Refuse output files that already exist unless --force was given (None paths are skipped)."""
-    from aebonet_lib.runs.files import refuse_overwrite
+    from aebonet_lib._engine.files import refuse_overwrite
 
     refuse_overwrite(paths, args.force)
 
@@ -37,7 +37,7 @@ def run_phantom(args: argparse.Namespace) -> int:
 
     style = args.style or phantom.DEFAULT_STYLE
     if args.report:
-        from aebonet_lib.phantom import realism
+        from aebonet_lib._engine import realism
 
         real = args.real or realism.REAL_256
         check_overwrite(args, args.report_out)
@@ -72,7 +72,8 @@ def command_line(args: argparse.Namespace) -> str:
 def training_config(args: argparse.Namespace, batch_field: str):
     """Return the Config for `pretrain` or `train`: the run's own when resuming, else the preset with overrides."""
     from aebonet_lib.config import get_config
-    from aebonet_lib.runs import checkpoints, records
+    from aebonet_lib._engine import checkpoints
+    from aebonet_lib._engine import records
 
     if args.resume and records.has_record(args.out):
         return checkpoints.saved_config(args.out)
@@ -95,7 +96,8 @@ def check_out(args: argparse.Namespace, kind: str) -> bool:
     With --distribute multiworker only the chief (task 0) writes --out; the others train
     in a temporary folder, so --out (on a shared disk, maybe the chief's) is not theirs to check.
     """
-    from aebonet_lib.runs import checkpoints, devices
+    from aebonet_lib._engine import checkpoints
+    from aebonet_lib._engine import devices
 
     if not devices.is_chief(args.distribute):
         return False
@@ -105,7 +107,7 @@ def check_out(args: argparse.Namespace, kind: str) -> bool:
 
 def worker_done(args: argparse.Namespace) -> int:
     """Say that a non-chief worker has finished, and where the chief wrote the run."""
-    from aebonet_lib.runs import devices
+    from aebonet_lib._engine import devices
 
     task_type, index = devices.worker_task()
     print(f"{task_type} {index} finished; the chief writes the run folder {args.out} on its machine")
@@ -114,7 +116,8 @@ def worker_done(args: argparse.Namespace) -> int:
 
 def run_pretrain(args: argparse.Namespace) -> int:
     """Pretrain the autoencoder in stages, writing RUN/encoder.keras."""
-    from aebonet_lib.runs import checkpoints, training
+    from aebonet_lib._engine import checkpoints
+    from aebonet_lib._engine import runner as training
 
     chief = check_out(args, "pretrain")
     if args.resume and checkpoints.run_finished(args.out):
@@ -132,7 +135,9 @@ def run_pretrain(args: argparse.Namespace) -> int:
 
 def run_train(args: argparse.Namespace) -> int:
     """Fine-tune a regressor, writing RUN/model.keras."""
-    from aebonet_lib.runs import checkpoints, modelfiles, training
+    from aebonet_lib._engine import checkpoints
+    from aebonet_lib._engine import modelfiles
+    from aebonet_lib._engine import runner as training
 
     chief = check_out(args, "train")
     if args.resume and checkpoints.run_finished(args.out):
@@ -157,7 +162,8 @@ def run_train(args: argparse.Namespace) -> int:
 
 def run_evaluate(args: argparse.Namespace) -> int:
     """Print MAE and MSE with 95% intervals, write metrics.json and predictions.csv, warn of flagged images."""
-    from aebonet_lib.evaluation import predict, trust
+    from aebonet_lib._engine import predict
+    from aebonet_lib._engine import trust
 
     check_overwrite(args, *evaluate_outputs(args))
     model = predict.resolve_model(args.model)
@@ -176,8 +182,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 def run_predict(args: argparse.Namespace) -> int:
     """Print (or write with --out) predicted bone ages and flags as CSV; warn on stderr of flagged and skipped images."""
-    from aebonet_lib.evaluation import predict, trust
-    from aebonet_lib.runs.files import atomic_write
+    from aebonet_lib._engine import predict
+    from aebonet_lib._engine import trust
+    from aebonet_lib._engine.files import atomic_write
 
     check_overwrite(args, args.out)
     note = predict.ignored_sex_note(args.model, args.sex, args.sex_from)
@@ -199,7 +206,7 @@ def run_predict(args: argparse.Namespace) -> int:
 
 def run_demo(args: argparse.Namespace) -> int:
     """Run the whole pipeline on the phantom and print the comparison table."""
-    from aebonet_lib import demo
+    from aebonet_lib._engine import demo
 
     start = time.perf_counter()
     table = demo.demo(args.out, seed=args.seed, precision=args.precision, resume=args.resume)
@@ -210,7 +217,7 @@ def run_demo(args: argparse.Namespace) -> int:
 
 def run_report(args: argparse.Namespace) -> int:
     """Write the tables (CSV, Markdown) and figures (PNG) for finished runs, and list the files written."""
-    from aebonet_lib.evaluation import report
+    from aebonet_lib._engine import report
 
     written = report.report(args.runs, args.out)
     print("\n".join(f"wrote {path}" for path in written))
@@ -273,7 +280,7 @@ def run_experiment(args: argparse.Namespace) -> int:
 
 def run_real_experiment(args: argparse.Namespace, start: float) -> int:
     """Run (or resume) the real-data experiment in --out and print where its runs are."""
-    from aebonet_lib.experiments import real
+    from aebonet_lib._engine import real
 
     if args.data == "phantom":
         raise AebonetError("the real experiment needs real radiographs: give --data with the RSNA folder "
@@ -289,7 +296,8 @@ def run_label_grid(args: argparse.Namespace, start: float) -> int:
     """Run (or resume) the label-efficiency grid in --out; with --collect, write its tables there."""
     from aebonet_lib.config import get_config
     from aebonet_lib.data.loading import load_data
-    from aebonet_lib.experiments import grid, grid_results
+    from aebonet_lib._engine import grid
+    from aebonet_lib._engine import grid_results
 
     preset = args.preset or "cpu"
     config = get_config(preset, image_size=args.size, width=args.width)
@@ -309,7 +317,8 @@ def run_label_grid(args: argparse.Namespace, start: float) -> int:
 
 def run_bench(args: argparse.Namespace) -> int:
     """Measure speed on this machine; write the JSON file and the Markdown table beside it."""
-    from aebonet_lib.bench import markdown, measure
+    from aebonet_lib._engine.bench import markdown
+    from aebonet_lib._engine.bench import measure
 
     mode = "gpu" if args.gpu_check else "quick" if args.quick else "full"
     demo = None if args.demo is None else (args.demo or [None])
@@ -375,7 +384,7 @@ COMMANDS = {"phantom": run_phantom, "prepare": run_prepare, "pretrain": run_pret
 
 def main(argv: list[str] | None = None) -> int:
     """Run the `aebonet` command; bad input ends in one line on stderr and exit status 2."""
-    from aebonet_lib.cli_parser import build_parser
+    from aebonet_lib._engine.cli_parser import build_parser
 
     args = build_parser().parse_args(argv)  # --help and a usage error end here, before TensorFlow starts
     args.argv = list(sys.argv[1:] if argv is None else argv)

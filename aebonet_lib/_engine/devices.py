@@ -27,7 +27,7 @@ def precision_name(precision: str, width: float | None = None) -> str:
     """Return the precision as given, or for "auto" the one measured fastest here for a model of this width."""
     if precision != "auto":
         return precision
-    from aebonet_lib.runs.hardware import best_precision
+    from aebonet_lib._engine.hardware import best_precision
 
     return best_precision(width=width)
 
@@ -115,7 +115,7 @@ def synchronize_batch_norm(model: keras.Model, strategy: tf.distribute.Strategy)
     several = strategy.num_replicas_in_sync > 1
     for layer in all_layers(model):
         if isinstance(layer, keras.layers.BatchNormalization):
-            layer.synchronized = several
+            layer.synchronized = several  # our choice (several GPUs or machines)
 
 
 def all_layers(model: keras.Model) -> list[keras.layers.Layer]:

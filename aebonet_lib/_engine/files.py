@@ -107,3 +107,12 @@ def read_table(table: str | os.PathLike | pd.DataFrame, hint: str) -> pd.DataFra
     if not path.is_file():
         raise AebonetError(f"{path}: file not found; {hint}")
     return pd.read_csv(path)
+
+def save_table(table: pd.DataFrame, path: str | os.PathLike) -> tuple[Path, Path]:
+    """Write a table as CSV and as Markdown beside it (PATH.csv, PATH.md), atomically; return both paths."""
+    csv_path, md_path = Path(path).with_suffix(".csv"), Path(path).with_suffix(".md")
+    with atomic_write(csv_path) as f:
+        table.to_csv(f)
+    with atomic_write(md_path) as f:
+        f.write(table.to_markdown(floatfmt="g") + "\n")
+    return csv_path, md_path

@@ -1,11 +1,11 @@
-"""Measures of a network: forward FLOPs per image, and the reconstruction metrics (accuracy, PSNR, SSIM)."""
+"""Count a network's forward FLOPs per image, layer by layer (chapter 5's speed arithmetic)."""
 
 from __future__ import annotations
 
 import math
 
 import keras
-from keras import layers, ops
+from keras import layers
 
 # ---------------------------------------------------------------------------
 # Counting FLOPs (forward pass, one image; a multiply-add counts 2)
@@ -57,47 +57,3 @@ def count_flops(model: keras.Model) -> int:
 
 
 # ---------------------------------------------------------------------------
-# Reconstruction metrics and the paper's training recipe
-
-
-@keras.saving.register_keras_serializable(package="aebonet")
-def psnr(y_true, y_pred):
-    """Return the peak signal-to-noise ratio (dB) of each image in the batch, for pixels in [0, 1]."""
-    import tensorflow as tf  # here, not at the top: the architecture itself needs only Keras
-
-    return tf.image.psnr(tf.cast(y_true, "float32"), tf.cast(y_pred, "float32"), max_val=1.0)
-
-
-@keras.saving.register_keras_serializable(package="aebonet")
-def ssim(y_true, y_pred):
-    """Return the structural similarity of each image in the batch (tf.image.ssim, max_val=1)."""
-    import tensorflow as tf
-
-    return tf.image.ssim(tf.cast(y_true, "float32"), tf.cast(y_pred, "float32"), max_val=1.0)
-
-
-@keras.saving.register_keras_serializable(package="aebonet")
-def pixel_accuracy(y_true, y_pred):
-    """Return, per image, the share of pixels where y_true equals (y_pred > 0.5): the paper's "accuracy".
-
-    For a model with a one-channel sigmoid output, Keras turns `metrics=["accuracy"]` into
-    binary accuracy, which thresholds the prediction at 0.5 but compares it with the target
-    as it is. A pixel counts as correct only when its target is exactly 0 (or exactly 1) and
-    the prediction falls on that side of 0.5; every gray pixel counts as wrong, however well
-    it is reconstructed. So the score mostly measures how much black background an image has
-    (a black background alone scores high) and says little about the bones: report PSNR and
-    SSIM beside it (chapter 3).
-    """
-    y_true = ops.cast(y_true, "float32")
-    y_pred = ops.cast(ops.cast(y_pred, "float32") > 0.5, "float32")
-    correct = ops.cast(ops.equal(y_true, y_pred), "float32")
-    return ops.mean(correct, axis=[1, 2, 3])
-
-
-def reconstruction_metrics() -> list:
-    """Return the autoencoder's metrics: the paper's pixel accuracy (logged as "accuracy"), PSNR and SSIM."""
-    return [
-        keras.metrics.MeanMetricWrapper(pixel_accuracy, name="accuracy"),
-        keras.metrics.MeanMetricWrapper(psnr, name="psnr"),
-        keras.metrics.MeanMetricWrapper(ssim, name="ssim"),
-    ]

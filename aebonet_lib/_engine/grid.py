@@ -45,10 +45,10 @@ from aebonet_lib.data.loading import BoneAgeData
 from aebonet_lib.data.preprocess import to_float
 from aebonet_lib.errors import AebonetError
 from aebonet_lib.experiments.protocol import label_subset
-from aebonet_lib.runs import checkpoints
-from aebonet_lib.runs.devices import precision_policy, resolve_precision, set_seeds
-from aebonet_lib.runs.files import atomic_write, read_json, write_json
-from aebonet_lib.runs.training import stage_epochs
+from aebonet_lib._engine import checkpoints
+from aebonet_lib._engine.devices import precision_policy, resolve_precision, set_seeds
+from aebonet_lib._engine.files import atomic_write, read_json, write_json
+from aebonet_lib._engine.runner import stage_epochs
 
 HOLDOUT = 0.05  # fraction of the training split held out to choose the pretraining checkpoint
 CHUNKS = 20  # fine-tuning runs as CHUNKS "epochs" of steps / CHUNKS steps (the schedule's unit)
@@ -337,7 +337,7 @@ def fine_tune(method: str, fraction: float, seed: int, data: BoneAgeData, config
     model = build_method(method, run_config, pretrain_dirs, max(plan.budgets), float(np.mean(y)),
                          float(np.std(y)) or 1.0)
     chunks = min(CHUNKS, plan.steps)
-    schedule = checkpoints.cosine_rate(run_config, chunks) if config.lr_schedule == "cosine" else None
+    schedule = paper.fine_tuning_controls(run_config, chunks)["schedule"]
     model.fit(label_stream(data, subset, config.reg_batch_size, run_config.seed), epochs=chunks,
               steps_per_epoch=plan.steps // chunks, verbose=0, shuffle=False,
               callbacks=[keras.callbacks.LearningRateScheduler(schedule)] if schedule else [])

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from aebonet_lib.runs.files import atomic_write, read_json, write_json
+from aebonet_lib._engine.files import atomic_write, read_json, write_json
 
 RUN_COLUMNS = ["method", "fraction", "seed", "steps", "n_labels", "split", "mae", "budget", "wall_s", "commit",
                "dirty"]

@@ -7,9 +7,11 @@ output scale and kept epoch). The sidecar is written and read here only.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import tempfile
+import warnings
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,8 +20,20 @@ import keras
 
 from aebonet_lib.config import Config
 from aebonet_lib.data.preprocess import PreprocessParams
+
+# Keras 3.10 (Colab's) loads a one-input model with its input as a one-item list, then warns at every
+# call with the image tensor; the call is right, so the calls of a loaded model hide that one warning.
+INPUT_STRUCTURE_WARNING = r"The structure of `inputs` doesn't match the expected structure\.\nExpected: \['image'\]\n"
+
+
+@contextlib.contextmanager
+def quiet_input_structure():
+    """Hide, inside the block, Keras 3.10's warning that a loaded model's one image input was given as a tensor."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=UserWarning, message=INPUT_STRUCTURE_WARNING)
+        yield
 from aebonet_lib.errors import AebonetError
-from aebonet_lib.runs.files import atomic_path, read_json, write_json
+from aebonet_lib._engine.files import atomic_path, read_json, write_json
 
 KINDS = ("autoencoder", "encoder", "regressor")
 

@@ -18,14 +18,24 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from aebonet_lib.data import imagefiles, loading, readers, splits
+from aebonet_lib.data import loading
+from aebonet_lib._engine import imagefiles
+from aebonet_lib._engine import readers
 from aebonet_lib.data.loading import BoneAgeData
 from aebonet_lib.data.preprocess import PreprocessParams, to_float, to_uint8
 from aebonet_lib.errors import AebonetError
-from aebonet_lib.evaluation import metrics, trust
-from aebonet_lib.runs.files import atomic_write, write_json
-from aebonet_lib.runs.modelfiles import ModelMeta, check_input_size, load_model, read_model_meta, saved_image_shapes
-from aebonet_lib.runs.records import read_record
+from aebonet_lib.evaluation import metrics
+from aebonet_lib._engine import trust
+from aebonet_lib._engine.files import atomic_write, write_json
+from aebonet_lib._engine.modelfiles import (
+    ModelMeta,
+    check_input_size,
+    load_model,
+    quiet_input_structure,
+    read_model_meta,
+    saved_image_shapes,
+)
+from aebonet_lib._engine.records import read_record
 
 SPLITS = ("train", "val", "test", "all")
 PRETRAINED_DIR = Path(__file__).resolve().parents[1] / "pretrained"  # shipped models: pretrained/NAME/model.keras
@@ -131,7 +141,7 @@ def split_index(model_path: str | Path, data: BoneAgeData, split: str) -> np.nda
     if split == "all" or not (folder / f"{split}.txt").is_file():  # a shipped model has no saved splits
         return data.indices(split)
     check_trained_on(model_path, data)
-    return splits.load_splits(folder.parent, data.ids)[split]
+    return loading.load_splits(folder.parent, data.ids)[split]
 
 
 def saved_split_ids(folder: Path) -> set[str]:
@@ -172,7 +182,8 @@ def predict_arrays(model: keras.Model, X: np.ndarray, male: np.ndarray | None = 
     for start in tqdm(range(0, len(X), batch_size), desc="predict", unit="batch", disable=not progress):
         x = to_float(X[start:start + batch_size])[..., None]
         inputs = x if male is None else {"image": x, "sex": male[start:start + batch_size, None].astype(np.float32)}
-        y_hat.append(np.asarray(model(inputs, training=False)).reshape(-1))
+        with quiet_input_structure():
+            y_hat.append(np.asarray(model(inputs, training=False)).reshape(-1))
     return np.concatenate(y_hat) if y_hat else np.zeros(0, np.float32)
 
 

@@ -33,10 +33,14 @@ from aebonet_lib import phantom
 from aebonet_lib.config import Config, get_config
 from aebonet_lib.data.loading import BoneAgeData, load_data
 from aebonet_lib.errors import AebonetError
-from aebonet_lib.evaluation import metrics, predict, trust
-from aebonet_lib.experiments import protocol, rsna_results
-from aebonet_lib.runs import checkpoints, training
-from aebonet_lib.runs.files import atomic_write, read_json, write_json
+from aebonet_lib.evaluation import metrics
+from aebonet_lib._engine import predict
+from aebonet_lib._engine import trust
+from aebonet_lib.experiments import protocol
+from aebonet_lib._engine import rsna_results
+from aebonet_lib._engine import checkpoints
+from aebonet_lib._engine import runner as training
+from aebonet_lib._engine.files import atomic_write, read_json, write_json
 
 PRESET = "rsna-cpu"
 EVAL_SPLITS = ("test", "val")  # the paper's 200 test images, and the 2,323 validation images as a second test
@@ -95,7 +99,7 @@ def git_commit() -> str | None:
 
 def provenance(source: str, config: Config, budget: protocol.Budget, command: str | None) -> dict:
     """Return what produced the results: command, commit, preset, budget, data checksum and machine."""
-    from aebonet_lib.runs.hardware import describe_machine
+    from aebonet_lib._engine.hardware import describe_machine
 
     return {"command": command or " ".join(sys.argv), "commit": git_commit(), "preset": config.name,
             "config": config.to_dict(), "budget": dataclasses.asdict(budget), "data": str(Path(source).resolve()),
@@ -266,5 +270,5 @@ def trust_report(real_model: Path, phantom_model: Path, data: BoneAgeData, confi
     return table
 
 
-if __name__ == "__main__":  # python -m aebonet_lib.experiments.real DATA OUT: the background form of `aebonet experiment real`
+if __name__ == "__main__":  # python -m aebonet_lib._engine.real DATA OUT: the background form of `aebonet experiment real`
     print(json.dumps({"out": str(real_experiment(sys.argv[1], sys.argv[2], command=" ".join(sys.argv)))}))

@@ -214,7 +214,7 @@ def print_report(table: pd.DataFrame, out=sys.stdout) -> None:
 
 def report_main(n: int = 500, style: str = DEFAULT_STYLE, real_dir: str | Path = REAL_256, out: str | Path | None = None) -> int:
     """Run the realism report, print it, and write it as CSV to `out` if given; return 0 (for `aebonet phantom --report`)."""
-    from aebonet_lib.runs import files
+    from aebonet_lib._engine import files
 
     table = realism_report(n, style, real_dir)
     print_report(table)

@@ -18,8 +18,9 @@ import numpy as np
 import pandas as pd
 
 from aebonet_lib.errors import AebonetError
-from aebonet_lib.evaluation import metrics, plots, tables
-from aebonet_lib.runs.files import read_json, require_empty_dir
+from aebonet_lib.evaluation import metrics, plots
+from aebonet_lib import results
+from aebonet_lib._engine.files import read_json, require_empty_dir
 
 REPORTABLE = ("history.csv", "stages.csv", "metrics.json")
 
@@ -62,8 +63,8 @@ def data_description(run_dir: Path, result: dict) -> str:
 
 
 def run_record(run_dir: Path, label: str) -> dict:
-    """Return an evaluated run's metrics with its name, backbone, image size and data, for tables.runs_table."""
-    record = tables.read_run(run_dir)
+    """Return an evaluated run's metrics with its name, backbone, image size and data, for results.runs_table."""
+    record = results.read_run(run_dir)
     return record | {"run": label, "data": data_description(run_dir, record)}
 
 
@@ -72,7 +73,7 @@ def run_record(run_dir: Path, label: str) -> dict:
 
 def runs_table(evaluated: dict[str, Path]) -> pd.DataFrame:
     """Return our evaluated runs, one row each, with MAE and its 95 % interval."""
-    return tables.runs_table([run_record(run_dir, label) for label, run_dir in evaluated.items()])
+    return results.runs_table([run_record(run_dir, label) for label, run_dir in evaluated.items()])
 
 
 def same_images(a: pd.DataFrame, b: pd.DataFrame) -> bool:
@@ -86,7 +87,7 @@ def paired_row(label_a: str, a: pd.DataFrame, label_b: str, b: pd.DataFrame, n_b
     low, high = result["ci95"]
     return {"run_a": label_a, "run_b": label_b, "n": result["n"], "mae_a": result["mae_a"], "mae_b": result["mae_b"],
             "difference": result["mae_difference"], "ci_low": low, "ci_high": high, "p_value": result["p_value"],
-            "MAE difference (95% CI)": tables.format_ci(result["mae_difference"], low, high, digits=2)}
+            "MAE difference (95% CI)": results.format_ci(result["mae_difference"], low, high, digits=2)}
 
 
 def paired_table(predictions: dict[str, pd.DataFrame], n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
@@ -100,13 +101,13 @@ def write_run_tables(out_dir: Path, evaluated: dict[str, Path], predictions: dic
                      n_boot: int, seed: int) -> list[Path]:
     """Write our runs table, Tables 4 and 5 with our rows, and the paired comparisons; return the paths."""
     ours = runs_table(evaluated) if evaluated else None
-    written = list(tables.save_table(tables.table4(ours), out_dir / "table4"))
-    written += tables.save_table(tables.table5(ours), out_dir / "table5")
+    written = list(results.save_table(results.table4(ours), out_dir / "table4"))
+    written += results.save_table(results.table5(ours), out_dir / "table5")
     if ours is not None:
-        written += tables.save_table(ours, out_dir / "runs")
+        written += results.save_table(ours, out_dir / "runs")
     paired = paired_table(predictions, n_boot, seed)
     if not paired.empty:
-        written += tables.save_table(paired, out_dir / "paired")
+        written += results.save_table(paired, out_dir / "paired")
     return written
 
 
@@ -114,7 +115,7 @@ def write_stage_tables(out_dir: Path, pretrain_runs: dict[str, Path]) -> list[Pa
     """Write Table 2 (the paper's stages beside ours) for each pretraining run; return the paths."""
     written = []
     for label, run_dir in pretrain_runs.items():
-        written += tables.save_table(tables.table2(run_dir / "stages.csv"), out_dir / f"table2_{label}")
+        written += results.save_table(results.table2(run_dir / "stages.csv"), out_dir / f"table2_{label}")
     return written
 
 
@@ -122,7 +123,7 @@ def write_band_tables(out_dir: Path, predictions: dict[str, pd.DataFrame], n_boo
     """Write each evaluated run's MAE per age band with 95 % intervals; return the paths."""
     written = []
     for label, table in predictions.items():
-        written += tables.save_table(metrics.mae_by_band(table.true, table.predicted, n_boot, seed),
+        written += results.save_table(metrics.mae_by_band(table.true, table.predicted, n_boot, seed),
                                      out_dir / f"age_bands_{label}")
     return written
 

@@ -31,9 +31,9 @@ from aebonet_lib import paper
 from aebonet_lib.errors import AebonetError
 from aebonet_lib.evaluation import metrics
 from aebonet_lib.experiments import protocol
-from aebonet_lib.runs.files import atomic_write, read_json, write_json
-from aebonet_lib.runs.modelfiles import read_model_meta, write_model_meta
-from aebonet_lib.runs.records import read_record
+from aebonet_lib._engine.files import atomic_write, read_json, write_json
+from aebonet_lib._engine.modelfiles import read_model_meta, write_model_meta
+from aebonet_lib._engine.records import read_record
 
 SHIPPED = Path(str(resources.files("aebonet_lib") / "results" / "rsna-cpu"))
 SPLITS = ("test", "val")
@@ -287,7 +287,7 @@ def readme_section(text: str) -> str:
 
 
 def update_readme(path: str | Path, results: RealResults | None = None) -> None:
-    """Write the results table (readme_table) between the README's markers (python -m aebonet_lib.experiments.rsna_results)."""
+    """Write the results table (readme_table) between the README's markers (python -m aebonet_lib._engine.rsna_results)."""
     path = Path(path)
     text = path.read_text()
     table = readme_table(results or load())
@@ -299,7 +299,7 @@ SHIPPED_MODEL_FILES = ("model.keras", "model.trust.json", "model.trust.npz", "mo
 
 def ship_model(run_dir: str | Path, name: str = "rsna-cpu") -> Path:
     """Copy a finished, calibrated run's model into the package (pretrained/NAME), with the RSNA attribution."""
-    from aebonet_lib.evaluation.predict import PRETRAINED_DIR
+    from aebonet_lib._engine.predict import PRETRAINED_DIR
 
     run_dir, dest = Path(run_dir), PRETRAINED_DIR / name
     if not (run_dir / "model.trust.json").is_file():
@@ -328,7 +328,7 @@ def publish(out_dir: str | Path, readme: str | Path = Path(__file__).resolve().p
     update_readme(readme)
 
 
-if __name__ == "__main__":  # python -m aebonet_lib.experiments.rsna_results OUT: ship OUT/results and its model, update the README
+if __name__ == "__main__":  # python -m aebonet_lib._engine.rsna_results OUT: ship OUT/results and its model, update the README
     import sys
 
     publish(sys.argv[1]) if len(sys.argv) > 1 else update_readme(Path(__file__).resolve().parents[2] / "README.md")

@@ -20,11 +20,11 @@ import tensorflow as tf
 
 from aebonet_lib import paper
 from aebonet_lib.config import Config
-from aebonet_lib.data import pipeline, splits
+from aebonet_lib.data import loading, pipeline
 from aebonet_lib.data.loading import BoneAgeData, is_phantom
 from aebonet_lib.errors import AebonetError
-from aebonet_lib.models import baselines
-from aebonet_lib.runs.checkpoints import (
+from aebonet_lib._engine import baselines
+from aebonet_lib._engine.checkpoints import (
     check_run_dir,
     epoch_bar,
     load_latest_checkpoint,
@@ -33,9 +33,8 @@ from aebonet_lib.runs.checkpoints import (
     read_state,
     run_finished,
     truncate_history,
-    validation_epochs,
 )
-from aebonet_lib.runs.devices import (
+from aebonet_lib._engine.devices import (
     build_scope,
     get_strategy,
     resolve_precision,
@@ -43,21 +42,21 @@ from aebonet_lib.runs.devices import (
     synchronize_batch_norm,
     worker_run_dir,
 )
-from aebonet_lib.runs.modelfiles import (
+from aebonet_lib._engine.modelfiles import (
     ModelMeta,
     load_model,
     read_model_meta,
     save_model,
 )
-from aebonet_lib.runs import budget as budgets
-from aebonet_lib.runs.records import RunRecord, read_record, write_record
+from aebonet_lib._engine import budget as budgets
+from aebonet_lib._engine.records import RunRecord, read_record, write_record
 
 
 def use_run_splits(data: BoneAgeData, run_dir: Path) -> BoneAgeData:
     """Save the data's split in a new run folder, or return the data with the split saved there."""
     if (run_dir / "splits").is_dir():
-        return dataclasses.replace(data, splits=splits.load_splits(run_dir, data.ids))
-    splits.save_splits(run_dir, data.splits, data.ids)
+        return dataclasses.replace(data, splits=loading.load_splits(run_dir, data.ids))
+    loading.save_splits(run_dir, data.splits, data.ids)
     return data
 
 
@@ -225,8 +224,8 @@ def label_scale(data: BoneAgeData) -> tuple[float, float]:
     return float(np.nanmean(y)), float(np.nanstd(y))
 
 
-def check_encoder(path: str | Path, config: Config) -> None:
-    """Refuse a file that is not a pretrained encoder (RUN/encoder.keras) at the config's image size."""
+def check_encoder(path: str | Path, config: Config) -> ModelMeta:
+    """Refuse a file that is not a pretrained encoder (RUN/encoder.keras) at the config's image size; return its sidecar."""
     if not Path(path).is_file():
         raise AebonetError(f"--encoder {path}: file not found; give RUN/encoder.keras written by `aebonet pretrain`")
     meta = read_model_meta(path)
@@ -236,6 +235,7 @@ def check_encoder(path: str | Path, config: Config) -> None:
     if meta.image_size != config.image_size:
         raise AebonetError(f"{path}: encoder pretrained at {meta.image_size} px but the config says "
                            f"{config.image_size} px; train with --size {meta.image_size}")
+    return meta
 
 
 def load_encoder(path: str | Path, config: Config) -> keras.Model:
@@ -261,22 +261,6 @@ def set_backbone_trainable(model: keras.Model, trainable: bool, config: Config, 
         paper.compile_regressor(model, config)
 
 
-def phase_bounds(freeze_epochs: int, num_epochs: int) -> list[tuple[bool, int, int]]:
-    """Return the training phases as (backbone trainable, first epoch, end epoch): frozen first, then fine-tuned."""
-    freeze_epochs = min(freeze_epochs, num_epochs)
-    phases = [(False, 0, freeze_epochs), (True, freeze_epochs, num_epochs)]
-    return [phase for phase in phases if phase[2] > phase[1]]
-
-
-def check_backbone(backbone: str, encoder) -> None:
-    """Refuse AE-BoNet without a pretrained encoder, and an encoder given to another backbone."""
-    if backbone == "aebonet" and encoder is None:
-        raise AebonetError("backbone aebonet needs a pretrained encoder: give --encoder RUN/encoder.keras, "
-                           "or use --backbone scratch")
-    if encoder is not None and backbone != "aebonet":
-        raise AebonetError(f"--encoder is for the aebonet backbone, not {backbone}; leave it out")
-
-
 def backbone_line(backbone: str, encoder=None, weights: str | None = None) -> str:
     """Return one line saying which regressor is trained: AE-BoNet, the from-scratch control or a baseline."""
     if backbone == "aebonet":
@@ -292,7 +276,7 @@ def backbone_summary(run_dir: str | Path, backbone: str, encoder=None, weights: 
     record = read_record(run_dir)
     if record is not None:
         backbone, encoder, weights = record.backbone, record.encoder, record.weights
-    check_backbone(backbone, encoder)
+    baselines.check_backbone(backbone, encoder is not None, weights)
     return backbone_line(backbone, encoder, weights)
 
 
@@ -304,17 +288,15 @@ def pretrained_ids(encoder: str | Path) -> set[str] | None:
     return {line.strip() for line in path.read_text().splitlines() if line.strip()}
 
 
-def other_phantom_draw(encoder: str | Path, data: BoneAgeData) -> bool:
+def other_phantom_draw(pretrained_on: ModelMeta, data: BoneAgeData) -> bool:
     """Return True when the encoder was pretrained on a phantom drawn with another seed: other images, the same ids."""
-
-    pretrained_on = read_model_meta(encoder)
     return (is_phantom(data.source) and is_phantom(pretrained_on.source)
             and pretrained_on.seed is not None and pretrained_on.seed != data.seed)
 
 
-def same_source(encoder: str | Path, data: BoneAgeData) -> bool:
+def same_source(pretrained_on: ModelMeta, data: BoneAgeData) -> bool:
     """Return False when the encoder was pretrained on another dataset (its ids name other images), else True."""
-    source = read_model_meta(encoder).source
+    source = pretrained_on.source
     if source is None or (is_phantom(source) and is_phantom(data.source)):
         return True
     return recorded_source(str(source)) == recorded_source(data.source)
@@ -326,14 +308,15 @@ def held_out_ids(data: BoneAgeData) -> set[str]:
     return {str(i) for name in ("val", "test") if name in data.splits for i in ids[data.splits[name]]}
 
 
-def check_encoder_split(encoder: str | Path, data: BoneAgeData) -> None:
+def check_encoder_split(encoder: str | Path, data: BoneAgeData, meta: ModelMeta | None = None) -> None:
     """Refuse an encoder pretrained on any of the data's validation or test images: the test would not be blind."""
     seen = pretrained_ids(encoder)
-    if seen is None or other_phantom_draw(encoder, data) or not same_source(encoder, data):
+    meta = meta or read_model_meta(encoder)
+    if seen is None or other_phantom_draw(meta, data) or not same_source(meta, data):
         return
     leaked = len(seen & held_out_ids(data))
     if leaked:
-        seed = read_model_meta(encoder).seed
+        seed = meta.seed
         same = f" (--seed {seed}, as its run)" if seed is not None else ""
         raise AebonetError(f"--encoder {encoder}: pretrained on {leaked} of this run's validation/test images "
                            f"(its splits/train.txt); pretrain with the same data and --seed, "
@@ -343,10 +326,9 @@ def check_encoder_split(encoder: str | Path, data: BoneAgeData) -> None:
 def train_record(data: BoneAgeData, config: Config, backbone: str, encoder, weights, sex_input: bool, num_epochs,
                  freeze_epochs, command) -> RunRecord:
     """Return what config.json records for a regressor run, with absolute paths so that it resumes from anywhere."""
-    check_backbone(backbone, encoder)
+    baselines.check_backbone(backbone, encoder is not None, weights)
     if encoder is not None:
-        check_encoder(encoder, config)
-        check_encoder_split(encoder, data)
+        check_encoder_split(encoder, data, check_encoder(encoder, config))
     y_mean, y_std = label_scale(data)
     return RunRecord("train", config, recorded_source(data.source), command, backbone=backbone, weights=weights,
                      encoder=str(Path(encoder).resolve()) if encoder else None, sex_input=sex_input,
@@ -396,23 +378,22 @@ def fit_phases(model: keras.Model, data: BoneAgeData, config: Config, run_dir: P
     train_data, val_data, epoch = make_datasets(data, config, "age", strategy, record.sex_input)
     num_epochs = record.num_epochs
     with epoch_bar(num_epochs, done, f"train {record.backbone}", progress) as bar:
-        for trainable, start, end in phase_bounds(record.freeze_epochs, num_epochs):
+        for trainable, start, end in paper.phase_bounds(record.freeze_epochs, num_epochs):
             if end <= done or getattr(model, "stop_training", False):  # finished, or EarlyStopping ended the run
                 continue
             set_backbone_trainable(model, trainable, config, strategy)
             callbacks = make_callbacks(run_dir, config, bar, 1 + int(trainable), "val_mae", num_epochs,
                                        stream_epoch=epoch) + list(extra)
             paper.fit_regressor(model, train_data, val_data, end, max(start, done), callbacks,
-                                validation_epochs(config, num_epochs))
+                                paper.validation_epochs(config, num_epochs))
 
 
 def finish_train(model: keras.Model, data: BoneAgeData, config: Config, run_dir: Path, record: RunRecord) -> Path:
     """Restore the best validation epoch's weights, save model.keras, model.json and model.trust.json, mark it finished."""
-    from aebonet_lib.evaluation import trust
+    from aebonet_lib._engine import trust
 
     state = read_state(run_dir)
-    kept = state.get("best", state["latest"]) if config.keep == "best" else state["latest"]
-    model.load_weights(run_dir / "checkpoint" / kept)
+    model.load_weights(run_dir / "checkpoint" / paper.kept_checkpoint(config, state))
     meta = model_meta("regressor", data, config, backbone=record.backbone, sex_input=record.sex_input,
                       y_mean=record.y_mean, y_std=record.y_std, keep=config.keep, best_epoch=state.get("best_epoch"),
                       best_val_mae=state.get("best_value"), epochs_done=state["epochs_done"])

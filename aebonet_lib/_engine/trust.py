@@ -24,8 +24,8 @@ import pandas as pd
 from aebonet_lib.data.loading import BoneAgeData
 from aebonet_lib.data.preprocess import to_float
 from aebonet_lib.errors import AebonetError
-from aebonet_lib.runs.files import atomic_path, read_json, write_json
-from aebonet_lib.runs.modelfiles import load_model, read_model_meta, write_model_meta
+from aebonet_lib._engine.files import atomic_path, read_json, write_json
+from aebonet_lib._engine.modelfiles import load_model, read_model_meta, write_model_meta
 
 AGE_RANGE = (0.0, 240.0)  # months: birth to 20 years, the span of the RSNA labels
 MAX_CALIBRATION_IMAGES = 3000  # training images scored for the calibration, at most

@@ -76,7 +76,7 @@ def pad_square(image: np.ndarray, size: int) -> np.ndarray:
 
 def resize_pad(image: np.ndarray, size: int) -> np.ndarray:
     """Resize an image to fit `size` x `size` without distorting it, padding the short side with black."""
-    return pad_square(resize_longest(image, size), size)
+    return pad_square(resize_longest(image, size), size)  # our choice (preprocessing): fit, then pad
 
 
 def percentile_normalize(image: np.ndarray, low: float = NORMALIZE_PERCENTILES[0],

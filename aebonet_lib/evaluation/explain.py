@@ -60,7 +60,7 @@ def layer_before(model: keras.Model, encoder: keras.Model):
     before = model.layers[model.layers.index(encoder) - 1]
     if tuple(before.output.shape[1:]) != tuple(encoder.inputs[0].shape[1:]):
         raise AebonetError(f"model {model.name!r}: cannot find the layer that feeds its encoder; "
-                           "gradcam supports regressors built by aebonet_lib.models")
+                           "gradcam supports regressors built by aebonet_lib.paper or its baselines")
     return before
 
 
@@ -93,7 +93,7 @@ def check_head(model: keras.Model, batch: tf.Tensor, sex_input: list, age) -> No
     expected = model(inputs, training=False)
     if not np.allclose(age, expected, rtol=1e-2, atol=1e-2):
         raise AebonetError(f"model {model.name!r}: its layers after the encoder are not a simple chain; "
-                           "gradcam supports regressors built by aebonet_lib.models")
+                           "gradcam supports regressors built by aebonet_lib.paper or its baselines")
 
 
 def image_batch(image, model: keras.Model) -> tf.Tensor:

@@ -258,3 +258,12 @@ def paired_bootstrap(y, y_hat_a, y_hat_b, n_boot: int = 2000, seed: int = 0) -> 
         "n": int(len(y)),
         "n_boot": int(n_boot),
     }
+
+def format_ci(value: float, low: float, high: float, digits: int = 1) -> str:
+    """Return a figure with its interval, such as "7.9 (7.1-8.8)" (" to " when a bound is negative)."""
+    if np.isnan(value):
+        return ""
+    if np.isnan(low) or np.isnan(high):
+        return f"{value:.{digits}f}"
+    between = " to " if min(low, high) < 0 else "-"
+    return f"{value:.{digits}f} ({low:.{digits}f}{between}{high:.{digits}f})"

@@ -19,7 +19,7 @@ from matplotlib.figure import Figure
 
 from aebonet_lib.errors import AebonetError
 from aebonet_lib.evaluation import metrics
-from aebonet_lib.runs.files import atomic_path, read_table
+from aebonet_lib._engine.files import atomic_path, read_table
 
 SEX_COLORS = {"girls": "#d6604d", "boys": "#4393c3", "unknown": "#7f7f7f"}
 ARM_COLORS = {"pretrained": "#1b7837", "scratch": "#762a83"}

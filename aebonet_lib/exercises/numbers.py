@@ -27,12 +27,12 @@ def check_conv_block_params(conv_block_params, rng) -> None:
 
 def check_constant_accuracy(constant_accuracy, rng) -> None:
     """Compare constant_accuracy with pixel_accuracy of a constant image, on random images."""
-    from aebonet_lib.models import measures
+    from aebonet_lib import paper
 
     images = rng.random((3, 8, 8, 1)).astype(np.float32)
     images[images < 0.4], images[images > 0.9] = 0.0, 1.0
     for c in rng.uniform(0, 1, 3):
-        expected = float(np.mean(measures.pixel_accuracy(images, np.full_like(images, c))))
+        expected = float(np.mean(paper.pixel_accuracy(images, np.full_like(images, c))))
         got = constant_accuracy(images, float(c))
         assert isinstance(got, float), f"return one number (a float), got {type(got).__name__}"
         assert abs(got - expected) < 1e-6, f"c = {c:.2f}: expected {expected:.4f}, got {got:.4f}"

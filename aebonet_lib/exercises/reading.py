@@ -135,7 +135,8 @@ def check_prepare_one(prepare_one, rng) -> None:
     """Compare prepare_one with read_image, preprocess and to_uint8 on a random image file."""
     import cv2
 
-    from aebonet_lib.data import imagefiles, preprocess
+    from aebonet_lib.data import preprocess
+    from aebonet_lib._engine import imagefiles
 
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "random.png"

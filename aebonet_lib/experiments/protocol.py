@@ -39,9 +39,12 @@ from matplotlib.figure import Figure
 from aebonet_lib.config import Config, get_config
 from aebonet_lib.data.loading import BoneAgeData, load_data
 from aebonet_lib.errors import AebonetError
-from aebonet_lib.evaluation import metrics, plots, predict, tables
-from aebonet_lib.runs import checkpoints, records, training
-from aebonet_lib.runs.files import read_json, write_json
+from aebonet_lib.evaluation import metrics, plots
+from aebonet_lib._engine import predict
+from aebonet_lib._engine import checkpoints
+from aebonet_lib._engine import records
+from aebonet_lib._engine import runner as training
+from aebonet_lib._engine.files import read_json, save_table, write_json
 
 ARCHITECTURE_FIELDS = ("image_size", "filters", "bottleneck", "width")
 MIN_LABELS = 2  # a label scale (mean and SD) needs two ages
@@ -327,9 +330,9 @@ def plot_arms(table: pd.DataFrame, title: str) -> Figure:
 def write_results(out_dir: Path, name: str, table: pd.DataFrame, fig: Figure, runs: pd.DataFrame | None,
                   settings: dict) -> list[Path]:
     """Write an experiment's table (CSV and Markdown), its runs, its figure (PNG) and its settings; return the paths."""
-    written = list(tables.save_table(table, out_dir / name))
+    written = list(save_table(table, out_dir / name))
     if runs is not None:
-        written += tables.save_table(runs, out_dir / f"{name}_runs")
+        written += save_table(runs, out_dir / f"{name}_runs")
     written.append(plots.save_figure(fig, out_dir / f"{name}.png"))
     plt.close(fig)
     write_json(out_dir / f"{name}.json", settings)
@@ -345,8 +348,8 @@ def format_table(table: pd.DataFrame) -> str:
     """Return an experiment's table as text: MAE and difference with their 95 % intervals, and the finding."""
     table = table.reset_index()
     shown = pd.DataFrame({
-        "MAE, months (95% CI)": [tables.format_ci(r.mae, r.ci_low, r.ci_high) for r in table.itertuples()],
-        "difference (95% CI)": [tables.format_ci(r.difference, r.difference_ci_low, r.difference_ci_high)
+        "MAE, months (95% CI)": [metrics.format_ci(r.mae, r.ci_low, r.ci_high) for r in table.itertuples()],
+        "difference (95% CI)": [metrics.format_ci(r.difference, r.difference_ci_low, r.difference_ci_high)
                                 for r in table.itertuples()],
         "finding": table.finding,
         "predicting the mean": table.mean_predictor_mae.round(1),

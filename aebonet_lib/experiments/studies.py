@@ -1,4 +1,8 @@
-"""The experiments of chapter 7, each a set of arms compared on the same test images (see `protocol`)."""
+"""The experiments of chapter 7, each a set of arms compared on the same test images.
+
+The rules that keep the arms fair (label subsets, equal optimizer steps, budgets) are in
+`protocol`, below this module; chapter 7 reads them from here (`studies.label_subset`, ...).
+"""
 
 from __future__ import annotations
 
@@ -24,6 +28,7 @@ from aebonet_lib.experiments.protocol import (
     experiment_data,
     experiment_folder,
     fine_tune_and_test,
+    get_budget,
     label_run_dir,
     label_subset,
     mean_predictor_mae,
@@ -40,7 +45,7 @@ from aebonet_lib.experiments.protocol import (
     with_labels,
     write_results,
 )
-from aebonet_lib.runs import training
+from aebonet_lib._engine import runner as training
 
 
 def label_efficiency_runs(data: BoneAgeData, config: Config, encoder: Path, budget: Budget, runs_dir: Path,

@@ -78,6 +78,6 @@ def source_digest() -> str:
 
 def realism_report(*args, **kwargs):
     """Measure phantom against real radiographs (see `realism.realism_report`); imported on use."""
-    from aebonet_lib.phantom.realism import realism_report as report
+    from aebonet_lib._engine.realism import realism_report as report
 
     return report(*args, **kwargs)

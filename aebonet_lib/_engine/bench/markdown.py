@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import resource
 
-from aebonet_lib.bench.plans import (
+from aebonet_lib._engine.bench.plans import (
     ASSUMED_UTILISATION,
     ESTIMATE_GPUS,
     PAPER_SIZE,
@@ -73,8 +73,8 @@ def fastest_in(rows: list[dict]) -> dict:
 def paper_flops() -> dict[str, int]:
     """Return the forward FLOPs per image of the paper's autoencoder and regressor (256 px, width 1), built once."""
     from aebonet_lib import paper
-    from aebonet_lib.models import measures
-    from aebonet_lib.runs import devices
+    from aebonet_lib._engine import flops as measures
+    from aebonet_lib._engine import devices
 
     config = get_config("paper")
     with devices.precision_policy("fp32"):

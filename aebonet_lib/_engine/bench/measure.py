@@ -23,7 +23,7 @@ from typing import Callable
 import numpy as np
 from tqdm.auto import tqdm
 
-from aebonet_lib.bench.markdown import (
+from aebonet_lib._engine.bench.markdown import (
     add_peak_fractions,
     check_targets,
     cpu_seconds,
@@ -32,7 +32,7 @@ from aebonet_lib.bench.markdown import (
     format_markdown,
     paper_flops,
 )
-from aebonet_lib.bench.plans import (
+from aebonet_lib._engine.bench.plans import (
     TRAIN_STEP_FACTOR,
     Contender,
     LatencyCase,
@@ -51,8 +51,8 @@ from aebonet_lib.bench.plans import (
 )
 from aebonet_lib.config import Config, get_config
 from aebonet_lib.errors import AebonetError
-from aebonet_lib.runs import hardware
-from aebonet_lib.runs.files import atomic_write, read_json, write_json
+from aebonet_lib._engine import hardware
+from aebonet_lib._engine.files import atomic_write, read_json, write_json
 
 # ---------------------------------------------------------------------------
 # The machine's own limit
@@ -220,7 +220,7 @@ def pipeline_rate(work: Workspace, plan: Plan, batch_size: int, augment: bool) -
 def build_compiled(task: str, config: Config):
     """Build and compile the autoencoder or the from-scratch regressor under the config's precision policy."""
     from aebonet_lib import paper
-    from aebonet_lib.runs import devices
+    from aebonet_lib._engine import devices
 
     with devices.precision_policy(config.precision):
         if task == "autoencoder":
@@ -260,7 +260,7 @@ def training_row(case: TrainCase, xla: bool, flops: int, seconds: list[float]) -
 
 def training_contender(case: TrainCase) -> Contender:
     """Build, compile and warm up one training case on its synthetic batch."""
-    from aebonet_lib.models import measures
+    from aebonet_lib._engine import flops as measures
 
     model = build_compiled(case.task, case.config())
     flops = measures.count_flops(model)

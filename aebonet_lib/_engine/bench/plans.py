@@ -12,8 +12,8 @@ from typing import Callable
 
 from aebonet_lib.config import DECODERS, PRECISIONS, Config, get_config
 from aebonet_lib.errors import AebonetError
-from aebonet_lib.runs import hardware
-from aebonet_lib.runs.files import read_json
+from aebonet_lib._engine import hardware
+from aebonet_lib._engine.files import read_json
 
 MEASURED_PRECISIONS = tuple(p for p in PRECISIONS if p != "auto")  # what "auto" chooses between
 
@@ -240,7 +240,7 @@ def fresh_keras() -> None:
     gc.collect()
 
 
-RESULTS = Path(__file__).resolve().parents[1] / "results"  # measurements shipped with the library (chapter 5 reads them)
+RESULTS = Path(__file__).resolve().parents[2] / "results"  # measurements shipped with the library (chapter 5 reads them)
 
 
 def measured_results(name: str = "h200-keras-jax") -> dict:
