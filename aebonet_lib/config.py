@@ -12,7 +12,14 @@ from dataclasses import dataclass
 
 from aebonet_lib import paper
 from aebonet_lib.errors import AebonetError
-from aebonet_lib.options import DECODERS, KEEP, LR_SCHEDULES, OBJECTIVES, PRECISIONS, SPLIT_KINDS  # noqa: F401 (re-exported)
+from aebonet_lib.options import (  # noqa: F401 (re-exported)
+    DECODERS,
+    KEEP,
+    LR_SCHEDULES,
+    OBJECTIVES,
+    PRECISIONS,
+    SPLIT_KINDS,
+)
 
 # The paper's random split of the 12,611 RSNA training images (train / validation / test).
 PAPER_SPLIT_SIZES = paper.SPLIT_SIZES

@@ -12,14 +12,17 @@ The exercises call `check` to tell a student whether an answer is right (aebonet
 
 from __future__ import annotations
 
+import inspect
 import os
 import textwrap
+import time
 import warnings
 from pathlib import Path
 
-from aebonet_lib.config import PRESETS, Config, get_config
+from aebonet_lib import exercises
 from aebonet_lib._engine.cache import cache_root
 from aebonet_lib._engine.modelfiles import INPUT_STRUCTURE_WARNING
+from aebonet_lib.config import PRESETS, Config, get_config
 from aebonet_lib.data.loading import is_phantom
 from aebonet_lib.errors import AebonetError
 
@@ -64,8 +67,6 @@ def print_wrapped(text, width: int = 78) -> None:
 
 def elapsed(start: float) -> str:
     """Return the time since `start` (a time.perf_counter() value) in words: '17 seconds' or '4 minutes'."""
-    import time
-
     seconds = time.perf_counter() - start
     return f"{seconds:.0f} seconds" if seconds < 90 else f"{seconds / 60:.0f} minutes"
 
@@ -80,9 +81,7 @@ def check(exercise: str, *answers) -> None:
     reported, not raised, so that a student notebook runs from top to bottom before every
     exercise is done.
     """
-    import inspect
 
-    from aebonet_lib import exercises
 
     own_test = len(answers) == 1 and inspect.isfunction(answers[0]) and not inspect.signature(answers[0]).parameters
     if own_test:
@@ -102,15 +101,11 @@ def check(exercise: str, *answers) -> None:
 
 def graded_exercises(chapter: int | None = None) -> list:
     """Return the graded exercises the grader scores (number, weight, answers), all or one chapter's (teachers' page)."""
-    from aebonet_lib import exercises
-
     return list(exercises.EXERCISES.values()) if chapter is None else exercises.of_chapter(chapter)
 
 
 def exercise_weights() -> dict[str, int]:
     """Return the grader's weight of an exercise by its difficulty (easy, medium, hard)."""
-    from aebonet_lib import exercises
-
     return dict(exercises.WEIGHTS)
 
 

@@ -22,8 +22,6 @@ import numpy as np
 import pandas as pd
 
 from aebonet_lib import paper
-from aebonet_lib.config import PRESETS
-from aebonet_lib.errors import AebonetError
 from aebonet_lib._engine.baselines import BASELINES
 from aebonet_lib._engine.files import read_json, read_table, save_table
 from aebonet_lib._engine.grid import THUMBNAIL
@@ -42,8 +40,9 @@ from aebonet_lib._engine.rsna_results import (
     run_metrics,
 )
 from aebonet_lib._engine.sim2real import Recipe, describe, read_pretraining, read_results
+from aebonet_lib.config import PRESETS
+from aebonet_lib.errors import AebonetError
 from aebonet_lib.evaluation.metrics import format_ci
-
 
 PAPER = "Sirati-Amsheh, Shabaninia & Chaparian, J Biomed Phys Eng 2025, doi:10.31661/jbpe.v0i0.2304-1609"
 NO_ROW = "named in the paper's text, but Table 5 has no row for it"

@@ -2,11 +2,11 @@
 
 The functions a chapter calls to time training, pick a precision, count FLOPs and estimate a
 schedule on another GPU. The code that does the work is the engine's (`aebonet_lib._engine`:
-`bench` for measurements and estimates, `devices` and `hardware` for the machine, `budget`
+`bench` for measurements and estimates (`bench.estimates`), `devices` and `hardware` for the machine, `budget`
 for `--budget MINUTES`, `flops` for counting); this module is the door a chapter goes through.
 """
 
-from aebonet_lib._engine.bench.markdown import (
+from aebonet_lib._engine.bench.estimates import (
     estimate_schedule,
     measured_basis,
     measured_estimate,

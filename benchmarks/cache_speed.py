@@ -24,11 +24,9 @@ from pathlib import Path
 import numpy as np
 
 from aebonet_lib import phantom
+from aebonet_lib._engine import cache, hardware, readers
 from aebonet_lib.data import loading
-from aebonet_lib._engine import cache
-from aebonet_lib._engine import readers
 from aebonet_lib.data.preprocess import PreprocessParams
-from aebonet_lib._engine import hardware
 
 FULL_SIZE = (2080, 1600)  # height, width of an RSNA radiograph
 READ_TARGET = 5000  # images/s the batch reader must reach at 256 x 256

@@ -39,8 +39,8 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 from aebonet_lib import paper  # noqa: E402
-from aebonet_lib.config import get_config  # noqa: E402
 from aebonet_lib._engine import flops as measures  # noqa: E402
+from aebonet_lib.config import get_config  # noqa: E402
 
 POLICIES = {"fp32": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
 DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}  # jax.numpy's names

@@ -26,11 +26,11 @@ import keras
 import numpy as np
 
 from aebonet_lib import paper
-from aebonet_lib.config import get_config
 from aebonet_lib._engine import budget as budgets
 from aebonet_lib._engine.checkpoints import EpochTimer
-from aebonet_lib.paper import cosine_rate, validation_epochs
 from aebonet_lib._engine.hardware import gpu_precision
+from aebonet_lib.config import get_config
+from aebonet_lib.paper import cosine_rate, validation_epochs
 
 POLICIES = {"fp32": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
 PRETRAIN_SHARE = 0.6  # of the minutes left after loading: pretraining; fine-tuning gets what pretraining leaves

@@ -116,9 +116,9 @@ def what_predictions_follow(X: np.ndarray, y_hat: np.ndarray) -> dict:
 
 def finetune(encoder: Path, fraction: float, runs_dir: Path, real_dir: Path) -> dict:
     """Fine-tune AE-BoNet from `encoder` on `fraction` of the real training labels (seed 0) and return its MAEs."""
-    from aebonet_lib.experiments import protocol
     from aebonet_lib._engine import real
     from aebonet_lib._engine.files import read_json
+    from aebonet_lib.experiments import protocol
 
     data, config = real_data(real_dir)
     budget = protocol.get_budget(PRESET)
@@ -137,10 +137,10 @@ def pretraining(phantom_runs: Path, real_runs: Path, preset: str, real_dir: Path
     """
     import pandas as pd
 
+    from aebonet_lib._engine import predict
     from aebonet_lib.config import get_config
     from aebonet_lib.data.loading import load_data
     from aebonet_lib.evaluation import metrics
-    from aebonet_lib._engine import predict
     from aebonet_lib.experiments import protocol
 
     config = get_config(preset)

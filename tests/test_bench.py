@@ -11,14 +11,12 @@ from pathlib import Path
 import pytest
 
 from aebonet_lib import paper
-from aebonet_lib._engine.bench import markdown
-from aebonet_lib._engine.bench import measure
-from aebonet_lib._engine.bench import plans
+from aebonet_lib._engine import flops as measures
+from aebonet_lib._engine import hardware
+from aebonet_lib._engine.bench import estimates, measure, plans
 from aebonet_lib._engine.cli_parser import build_parser
 from aebonet_lib.config import get_config
 from aebonet_lib.errors import AebonetError
-from aebonet_lib._engine import flops as measures
-from aebonet_lib._engine import hardware
 
 FAKE_CPUINFO = """processor\t: 0
 vendor_id\t: AuthenticAMD
@@ -81,8 +79,8 @@ def test_best_precision_follows_the_measurements(gpus, flags, width, expected):
 
 
 def test_auto_precision_is_fp32_for_the_cpu_preset_on_any_cpu(monkeypatch):
-    from aebonet_lib.config import get_config
     from aebonet_lib._engine import devices
+    from aebonet_lib.config import get_config
 
     monkeypatch.setattr(hardware, "gpu_info", lambda: [])
     for flags in (["avx512f", "amx_tile", "amx_bf16"], ["avx512_bf16"], ["avx2"]):
@@ -111,7 +109,7 @@ def test_training_row_counts_three_forward_passes():
 
 def test_schedule_flops_follow_the_paper_split_and_epochs():
     paper = get_config("paper")
-    phases = markdown.schedule_flops({"autoencoder": 1, "regressor": 2}, paper)
+    phases = estimates.schedule_flops({"autoencoder": 1, "regressor": 2}, paper)
     assert phases["autoencoder"] == paper.ae_num_epochs * (10088 * 3 + 2323)
     assert phases["regressor"] == paper.reg_num_epochs * (10088 * 3 + 2323) * 2
 
@@ -121,7 +119,7 @@ def test_schedule_flops_follow_the_paper_split_and_epochs():
     ("NVIDIA A100-SXM4-80GB", "A100"), ("Tesla T4", None),
 ])
 def test_published_peak_matches_gpu_names(name, label):
-    peak = markdown.published_peak(name)
+    peak = estimates.published_peak(name)
     assert (peak[0] if peak else None) == label
 
 
@@ -134,18 +132,18 @@ def gpu_row(task: str, batch_size: int, gflops: float) -> dict:
 def test_estimate_uses_the_measured_gpu_utilisation():
     flops = {"autoencoder": 48.5e9, "regressor": 9.7e9}
     training = [gpu_row("autoencoder", 8, 494_700.0), gpu_row("autoencoder", 64, 900_000.0), gpu_row("regressor", 16, 98_940.0)]
-    estimate = markdown.estimate_schedule(training, flops)
+    estimate = estimates.estimate_schedule(training, flops)
     measured, h100 = estimate["rows"][0], estimate["rows"][1]
     assert measured["kind"] == "measured rate" and "H100" in measured["what"]
     assert h100["utilisation"]["autoencoder"] == pytest.approx(0.5)  # the paper's batch 8, not the faster batch 64
     assert h100["utilisation"]["regressor"] == pytest.approx(0.1)
-    phases = markdown.schedule_flops(flops, get_config("paper"))
+    phases = estimates.schedule_flops(flops, get_config("paper"))
     assert measured["autoencoder"] == pytest.approx(phases["autoencoder"] / 494_700e9 / 3600)
     assert h100["total"] == pytest.approx(measured["total"])  # the same GPU at its own measured utilisation
 
 
 def test_estimate_without_a_gpu_states_its_assumption():
-    estimate = markdown.estimate_schedule([], {"autoencoder": 48.5e9, "regressor": 9.7e9})
+    estimate = estimates.estimate_schedule([], {"autoencoder": 48.5e9, "regressor": 9.7e9})
     assert all("assumed" in row["kind"] for row in estimate["rows"])
     assert {row["utilisation"]["autoencoder"] for row in estimate["rows"]} == set(plans.ASSUMED_UTILISATION)
 
@@ -159,14 +157,14 @@ def test_targets_pass_and_miss_with_margins():
                 {"size": 256, "augment": False, "batch_size": 16, "images_per_s": 5000.0},
                 {"size": 256, "augment": True, "batch_size": 8, "images_per_s": 100.0}]
     demo = [{"command": "aebonet demo", "wall_s": 450.0}]
-    peak, feed, wall = markdown.check_targets({"training": training, "pipeline": pipeline, "demo": demo})
+    peak, feed, wall = estimates.check_targets({"training": training, "pipeline": pipeline, "demo": demo})
     assert (peak["status"], peak["margin"]) == ("miss", pytest.approx(-0.2))
     assert (feed["status"], feed["measured"], feed["margin"]) == ("pass", 3000.0, pytest.approx(0.5))
     assert (wall["status"], wall["margin"]) == ("pass", pytest.approx(0.25))
 
 
 def test_targets_not_measured():
-    assert {t["status"] for t in markdown.check_targets({"training": [], "pipeline": [], "demo": []})} == {"not measured"}
+    assert {t["status"] for t in estimates.check_targets({"training": [], "pipeline": [], "demo": []})} == {"not measured"}
 
 
 # --- a whole (tiny) run ----------------------------------------------------------------------
@@ -255,8 +253,8 @@ def test_plans_are_well_formed():
 @pytest.mark.parametrize("name, card", [("h200-keras-jax", "H200"), ("h100-keras-jax", "H100")])
 def test_shipped_gpu_measurements_give_a_schedule(name, card):
     results = plans.measured_results(name)
-    assert card in results["device"] and markdown.published_peak(results["device"])
-    basis = markdown.measured_basis(results["training"], "GPU", "bf16")
+    assert card in results["device"] and estimates.published_peak(results["device"])
+    basis = estimates.measured_basis(results["training"], "GPU", "bf16")
     assert basis["autoencoder"]["batch_size"] == 8 and basis["regressor"]["task"] == "regressor"
-    row = markdown.measured_estimate(basis, markdown.schedule_flops(markdown.paper_flops(), get_config("paper")), card)
+    row = estimates.measured_estimate(basis, estimates.schedule_flops(estimates.paper_flops(), get_config("paper")), card)
     assert 1 < row["total"] < 3  # hours: the paper's schedule on one such card, from its measured rates

@@ -19,7 +19,6 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
 import book  # noqa: E402  (tools/book.py)
-
 from aebonet_lib import exercises as exercises_lib  # noqa: E402
 
 GRADES = book.GRADES

@@ -13,14 +13,12 @@ import pytest
 from conftest import killed_after_epoch
 
 from aebonet_lib import paper
+from aebonet_lib._engine import budget as budgets
+from aebonet_lib._engine import checkpoints, modelfiles, records
+from aebonet_lib._engine import runner as training
 from aebonet_lib.config import PRESETS, get_config
 from aebonet_lib.data.loading import load_data
 from aebonet_lib.errors import AebonetError
-from aebonet_lib._engine import budget as budgets
-from aebonet_lib._engine import checkpoints
-from aebonet_lib._engine import modelfiles
-from aebonet_lib._engine import records
-from aebonet_lib._engine import runner as training
 
 REPO = Path(__file__).resolve().parents[1]
 

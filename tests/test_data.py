@@ -7,9 +7,8 @@ import pandas as pd
 import pytest
 from conftest import SHARED_SAMPLE, blob_image, write_kaggle
 
+from aebonet_lib._engine import cache, imagefiles
 from aebonet_lib.data import loading, preprocess
-from aebonet_lib._engine import cache
-from aebonet_lib._engine import imagefiles
 from aebonet_lib.errors import AebonetError
 
 pytestmark = pytest.mark.usefixtures("tmp_cache")

@@ -14,12 +14,9 @@ import keras
 import numpy as np
 import pytest
 
-from aebonet_lib._engine import cli
+from aebonet_lib._engine import checkpoints, cli, devices, modelfiles
 from aebonet_lib.data.loading import load_data
 from aebonet_lib.errors import AebonetError
-from aebonet_lib._engine import checkpoints
-from aebonet_lib._engine import devices
-from aebonet_lib._engine import modelfiles
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -13,12 +13,12 @@ import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
 from aebonet_lib._engine.cli import main
+from aebonet_lib._engine.files import read_json
 from aebonet_lib.config import get_config
 from aebonet_lib.data.loading import load_data
 from aebonet_lib.errors import AebonetError
 from aebonet_lib.evaluation import metrics
 from aebonet_lib.experiments import protocol, studies
-from aebonet_lib._engine.files import read_json
 
 TINY_DATA = "phantom:120"
 FRACTIONS = (0.25, 1.0)

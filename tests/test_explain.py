@@ -9,9 +9,9 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 from aebonet_lib import config, paper
+from aebonet_lib._engine import baselines
 from aebonet_lib.errors import AebonetError
 from aebonet_lib.evaluation import explain
-from aebonet_lib._engine import baselines
 
 SIZE = 32
 

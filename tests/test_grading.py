@@ -18,7 +18,6 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
 import book  # noqa: E402  (tools/book.py)
-
 from aebonet_lib import exercises  # noqa: E402
 
 SOURCES = {book.chapter_number(s): s for s in book.chapter_sources() if book.chapter_number(s)}

@@ -7,11 +7,10 @@ import pandas as pd
 import pytest
 
 from aebonet_lib import paper
+from aebonet_lib._engine import grid, grid_results
 from aebonet_lib.config import get_config
 from aebonet_lib.data.loading import load_data
 from aebonet_lib.errors import AebonetError
-from aebonet_lib._engine import grid
-from aebonet_lib._engine import grid_results
 
 
 @pytest.fixture(scope="module")

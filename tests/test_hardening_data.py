@@ -17,13 +17,12 @@ import pandas as pd
 import pytest
 from conftest import blob_image, write_kaggle
 
+from aebonet_lib._engine import cache, readers
 from aebonet_lib._engine.cli import main
+from aebonet_lib._engine.files import refuse_overwrite
 from aebonet_lib.data import loading
-from aebonet_lib._engine import cache
-from aebonet_lib._engine import readers
 from aebonet_lib.data.preprocess import PreprocessParams
 from aebonet_lib.errors import AebonetError
-from aebonet_lib._engine.files import refuse_overwrite
 
 PARAMS = PreprocessParams(image_size=32)
 
@@ -284,9 +283,9 @@ def killed_run(data, config, run_dir, monkeypatch, after_epochs: int):
 
 
 def test_a_damaged_checkpoint_resumes_from_the_one_before(tmp_path, monkeypatch):
-    from aebonet_lib.config import get_config
     from aebonet_lib._engine import checkpoints
     from aebonet_lib._engine import runner as training
+    from aebonet_lib.config import get_config
 
     config = get_config("cpu", image_size=32, width=0.125, reg_num_epochs=3, precision="fp32", phantom_n=40)
     data = loading.load_data("phantom:40", 32, split=config.split, cache_root=tmp_path / "cache", progress=False)

@@ -14,20 +14,17 @@ import keras
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import blob_image, write_kaggle
 from PIL import Image, ImageOps
 
-from conftest import blob_image, write_kaggle
 from aebonet_lib import paper
+from aebonet_lib._engine import imagefiles, modelfiles, predict, trust
 from aebonet_lib._engine.cli import main
 from aebonet_lib.config import get_config
 from aebonet_lib.data import loading
-from aebonet_lib._engine import imagefiles
 from aebonet_lib.data.preprocess import PreprocessParams
 from aebonet_lib.errors import AebonetError
 from aebonet_lib.evaluation import metrics
-from aebonet_lib._engine import predict
-from aebonet_lib._engine import trust
-from aebonet_lib._engine import modelfiles
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 
 from aebonet_lib import paper
-from aebonet_lib.config import get_config
-from aebonet_lib.errors import AebonetError
 from aebonet_lib._engine import baselines
 from aebonet_lib._engine import flops as measures
+from aebonet_lib.config import get_config
+from aebonet_lib.errors import AebonetError
 
 PAPER = get_config("paper")
 TINY = get_config("cpu", image_size=32, width=0.125)

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 
 from aebonet_lib import phantom
+from aebonet_lib._engine import realism
 from aebonet_lib.errors import AebonetError
 from aebonet_lib.phantom import children
-from aebonet_lib._engine import realism
 
 CHILDREN = [phantom.draw_child(seed) for seed in range(400)]
 

@@ -13,15 +13,13 @@ import pandas as pd
 import pytest
 
 from aebonet_lib import paper
-from aebonet_lib._engine import demo
+from aebonet_lib._engine import demo, modelfiles, predict
+from aebonet_lib._engine import runner as training
+from aebonet_lib._engine.files import read_json
 from aebonet_lib.config import get_config
 from aebonet_lib.data.loading import load_data
 from aebonet_lib.data.preprocess import PreprocessParams
 from aebonet_lib.errors import AebonetError
-from aebonet_lib._engine import predict
-from aebonet_lib._engine import modelfiles
-from aebonet_lib._engine import runner as training
-from aebonet_lib._engine.files import read_json
 
 
 @pytest.fixture(scope="module")

@@ -12,11 +12,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from aebonet_lib._engine import real, rsna_results
 from aebonet_lib.config import get_config
 from aebonet_lib.errors import AebonetError
 from aebonet_lib.experiments import protocol
-from aebonet_lib._engine import real
-from aebonet_lib._engine import rsna_results
 
 SHARED_RSNA = Path(__file__).resolve().parents[2] / "shared" / "rsna_bone_age_256"
 TINY = dict(image_size=32, width=0.125, ae_stages=(1,), reg_num_epochs=2, lr_schedule="cosine", keep="last",
@@ -144,8 +143,7 @@ SHARED_SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "rsna_sample"
 
 
 def test_the_rsna_cpu_model_ships_with_the_rsna_attribution():
-    from aebonet_lib._engine import predict
-    from aebonet_lib._engine import modelfiles
+    from aebonet_lib._engine import modelfiles, predict
 
     assert "rsna-cpu" in predict.shipped_models()
     meta = modelfiles.read_model_meta(predict.resolve_model("rsna-cpu"))

@@ -12,15 +12,14 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
+from aebonet_lib._engine import predict, report
+from aebonet_lib._engine import runner as training
 from aebonet_lib._engine.cli import main
+from aebonet_lib._engine.files import read_json
 from aebonet_lib.config import get_config
 from aebonet_lib.data.loading import load_data
 from aebonet_lib.errors import AebonetError
 from aebonet_lib.evaluation import metrics
-from aebonet_lib._engine import predict
-from aebonet_lib._engine import report
-from aebonet_lib._engine import runner as training
-from aebonet_lib._engine.files import read_json
 
 
 @pytest.fixture(scope="module")

@@ -7,13 +7,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from aebonet_lib import results
+from aebonet_lib._engine.modelfiles import ModelMeta
 from aebonet_lib.config import get_config
 from aebonet_lib.data.preprocess import PreprocessParams
 from aebonet_lib.errors import AebonetError
-from aebonet_lib import results
-from aebonet_lib._engine.modelfiles import ModelMeta
 
-# Every published number the module may hold, with where it comes from (issue 5 and the sources it names).
+# Every published number the module may hold, with the publication it comes from.
 PUBLISHED_NUMBERS = {14.78, 9.997, 9.3, 4.2, 4.5, 3.87, 0.45, 4.8, 7.0, 12.9, 16.1, 19.1,
                      14.7, 352.8, 413.6, 15.8, 427.6, 661.2, 13.6, 295.5, 416.3, 12.5, 268.8, 296.8, 9.9, 161.1, 144.6,
                      0.000206, 0.000172, 0.000166, 0.000156, 0.000148, 0.4866, 0.6169, 0.6819, 0.6830, 0.6839}

@@ -18,14 +18,14 @@ import pandas as pd
 import pytest
 from conftest import killed_after_epoch
 
+from aebonet_lib._engine import checkpoints, devices, hardware, modelfiles, records
+from aebonet_lib._engine import runner as training
+from aebonet_lib._engine.files import read_json, write_json
+from aebonet_lib._engine.predict import predict_arrays
 from aebonet_lib.config import Config, get_config
 from aebonet_lib.data import loading
 from aebonet_lib.data.loading import load_data
 from aebonet_lib.errors import AebonetError
-from aebonet_lib._engine.predict import predict_arrays
-from aebonet_lib._engine import checkpoints, devices, hardware, modelfiles, records
-from aebonet_lib._engine import runner as training
-from aebonet_lib._engine.files import read_json, write_json
 
 REPO = Path(__file__).resolve().parents[1]
 

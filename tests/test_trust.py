@@ -11,15 +11,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from aebonet_lib._engine import predict
+from aebonet_lib._engine import runner as training
+from aebonet_lib._engine import trust
 from aebonet_lib._engine.cli import main
+from aebonet_lib._engine.files import read_json
+from aebonet_lib._engine.modelfiles import load_model
 from aebonet_lib.config import get_config
 from aebonet_lib.data.loading import load_data
 from aebonet_lib.errors import AebonetError
-from aebonet_lib._engine import predict
-from aebonet_lib._engine import trust
-from aebonet_lib._engine import runner as training
-from aebonet_lib._engine.files import read_json
-from aebonet_lib._engine.modelfiles import load_model
 
 FLAGS = ["predicted", "predicted_raw", "out_of_range", "ood_score", "unlike_training", "flagged"]
 

@@ -32,11 +32,12 @@ import keras
 import numpy as np
 import pandas as pd
 
-from aebonet_lib.config import PAPER_SPLIT_SIZES, Config
-from aebonet_lib.errors import AebonetError
+from aebonet_lib._engine.bench.plans import RESULTS
 from aebonet_lib._engine.checkpoints import read_state
 from aebonet_lib._engine.files import read_json
 from aebonet_lib._engine.records import RunRecord
+from aebonet_lib.config import PAPER_SPLIT_SIZES, Config
+from aebonet_lib.errors import AebonetError
 
 clock = time.perf_counter  # every time this module reads (tests replace it)
 
@@ -120,8 +121,6 @@ def reference_rate(task: str, precision: str, results: dict | None = None) -> fl
 
 def measured(name: str) -> dict:
     """Return a GPU measurement shipped with the library (aebonet_lib/results/NAME.json)."""
-    from aebonet_lib._engine.bench.plans import RESULTS
-
     return read_json(RESULTS / f"{name}.json")
 
 

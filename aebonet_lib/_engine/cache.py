@@ -34,11 +34,11 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from aebonet_lib._engine import hardware
+from aebonet_lib._engine.files import atomic_path, atomic_write, read_json, write_json
 from aebonet_lib._engine.imagefiles import MAX_PIXELS, decode_image, image_problem
 from aebonet_lib.data.preprocess import PreprocessParams, preprocess, to_uint8
 from aebonet_lib.errors import AebonetError
-from aebonet_lib._engine import hardware
-from aebonet_lib._engine.files import atomic_path, atomic_write, read_json, write_json
 
 CACHE_FORMAT = 1
 MANIFEST = "manifest.json"

@@ -12,10 +12,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from aebonet_lib.config import Config
-from aebonet_lib.errors import AebonetError
 from aebonet_lib import paper
-from aebonet_lib.paper import stage_bounds
 from aebonet_lib._engine.files import (
     atomic_path,
     atomic_write,
@@ -24,6 +21,9 @@ from aebonet_lib._engine.files import (
     write_json,
 )
 from aebonet_lib._engine.records import read_record
+from aebonet_lib.config import Config
+from aebonet_lib.errors import AebonetError
+from aebonet_lib.paper import stage_bounds
 
 SHOWN_IN_PROGRESS = ("loss", "val_loss", "mae", "val_mae", "psnr", "val_psnr")
 

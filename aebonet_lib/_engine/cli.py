@@ -71,9 +71,8 @@ def command_line(args: argparse.Namespace) -> str:
 
 def training_config(args: argparse.Namespace, batch_field: str):
     """Return the Config for `pretrain` or `train`: the run's own when resuming, else the preset with overrides."""
+    from aebonet_lib._engine import checkpoints, records
     from aebonet_lib.config import get_config
-    from aebonet_lib._engine import checkpoints
-    from aebonet_lib._engine import records
 
     if args.resume and records.has_record(args.out):
         return checkpoints.saved_config(args.out)
@@ -96,8 +95,7 @@ def check_out(args: argparse.Namespace, kind: str) -> bool:
     With --distribute multiworker only the chief (task 0) writes --out; the others train
     in a temporary folder, so --out (on a shared disk, maybe the chief's) is not theirs to check.
     """
-    from aebonet_lib._engine import checkpoints
-    from aebonet_lib._engine import devices
+    from aebonet_lib._engine import checkpoints, devices
 
     if not devices.is_chief(args.distribute):
         return False
@@ -135,8 +133,7 @@ def run_pretrain(args: argparse.Namespace) -> int:
 
 def run_train(args: argparse.Namespace) -> int:
     """Fine-tune a regressor, writing RUN/model.keras."""
-    from aebonet_lib._engine import checkpoints
-    from aebonet_lib._engine import modelfiles
+    from aebonet_lib._engine import checkpoints, modelfiles
     from aebonet_lib._engine import runner as training
 
     chief = check_out(args, "train")
@@ -162,8 +159,7 @@ def run_train(args: argparse.Namespace) -> int:
 
 def run_evaluate(args: argparse.Namespace) -> int:
     """Print MAE and MSE with 95% intervals, write metrics.json and predictions.csv, warn of flagged images."""
-    from aebonet_lib._engine import predict
-    from aebonet_lib._engine import trust
+    from aebonet_lib._engine import predict, trust
 
     check_overwrite(args, *evaluate_outputs(args))
     model = predict.resolve_model(args.model)
@@ -182,8 +178,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 def run_predict(args: argparse.Namespace) -> int:
     """Print (or write with --out) predicted bone ages and flags as CSV; warn on stderr of flagged and skipped images."""
-    from aebonet_lib._engine import predict
-    from aebonet_lib._engine import trust
+    from aebonet_lib._engine import predict, trust
     from aebonet_lib._engine.files import atomic_write
 
     check_overwrite(args, args.out)
@@ -294,10 +289,9 @@ def run_real_experiment(args: argparse.Namespace, start: float) -> int:
 
 def run_label_grid(args: argparse.Namespace, start: float) -> int:
     """Run (or resume) the label-efficiency grid in --out; with --collect, write its tables there."""
+    from aebonet_lib._engine import grid, grid_results
     from aebonet_lib.config import get_config
     from aebonet_lib.data.loading import load_data
-    from aebonet_lib._engine import grid
-    from aebonet_lib._engine import grid_results
 
     preset = args.preset or "cpu"
     config = get_config(preset, image_size=args.size, width=args.width)
@@ -317,8 +311,7 @@ def run_label_grid(args: argparse.Namespace, start: float) -> int:
 
 def run_bench(args: argparse.Namespace) -> int:
     """Measure speed on this machine; write the JSON file and the Markdown table beside it."""
-    from aebonet_lib._engine.bench import markdown
-    from aebonet_lib._engine.bench import measure
+    from aebonet_lib._engine.bench import markdown, measure
 
     mode = "gpu" if args.gpu_check else "quick" if args.quick else "full"
     demo = None if args.demo is None else (args.demo or [None])

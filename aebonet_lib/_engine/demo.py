@@ -12,13 +12,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from aebonet_lib._engine import runner as training
+from aebonet_lib._engine.files import atomic_write, require_empty_dir
+from aebonet_lib._engine.predict import evaluate
 from aebonet_lib.config import get_config
 from aebonet_lib.data.loading import BoneAgeData, load_data
 from aebonet_lib.evaluation import metrics
-from aebonet_lib._engine.predict import evaluate
 from aebonet_lib.results import format_ci
-from aebonet_lib._engine import runner as training
-from aebonet_lib._engine.files import atomic_write, require_empty_dir
 
 
 def mean_baseline(data: BoneAgeData, n_boot: int = 2000, seed: int = 0) -> dict:

@@ -13,6 +13,7 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
+from aebonet_lib._engine.hardware import best_precision
 from aebonet_lib.config import Config
 from aebonet_lib.errors import AebonetError
 
@@ -27,7 +28,6 @@ def precision_name(precision: str, width: float | None = None) -> str:
     """Return the precision as given, or for "auto" the one measured fastest here for a model of this width."""
     if precision != "auto":
         return precision
-    from aebonet_lib._engine.hardware import best_precision
 
     return best_precision(width=width)
 

@@ -39,16 +39,16 @@ import pandas as pd
 import tensorflow as tf
 
 from aebonet_lib import paper
+from aebonet_lib._engine import checkpoints
+from aebonet_lib._engine.devices import precision_policy, resolve_precision, set_seeds
+from aebonet_lib._engine.files import atomic_write, read_json, write_json
+from aebonet_lib._engine.runner import stage_epochs
 from aebonet_lib.config import Config
 from aebonet_lib.data import pipeline
 from aebonet_lib.data.loading import BoneAgeData
 from aebonet_lib.data.preprocess import to_float
 from aebonet_lib.errors import AebonetError
 from aebonet_lib.experiments.protocol import label_subset
-from aebonet_lib._engine import checkpoints
-from aebonet_lib._engine.devices import precision_policy, resolve_precision, set_seeds
-from aebonet_lib._engine.files import atomic_write, read_json, write_json
-from aebonet_lib._engine.runner import stage_epochs
 
 HOLDOUT = 0.05  # fraction of the training split held out to choose the pretraining checkpoint
 CHUNKS = 20  # fine-tuning runs as CHUNKS "epochs" of steps / CHUNKS steps (the schedule's unit)

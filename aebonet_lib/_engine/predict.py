@@ -18,14 +18,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from aebonet_lib.data import loading
-from aebonet_lib._engine import imagefiles
-from aebonet_lib._engine import readers
-from aebonet_lib.data.loading import BoneAgeData
-from aebonet_lib.data.preprocess import PreprocessParams, to_float, to_uint8
-from aebonet_lib.errors import AebonetError
-from aebonet_lib.evaluation import metrics
-from aebonet_lib._engine import trust
+from aebonet_lib._engine import imagefiles, readers, trust
 from aebonet_lib._engine.files import atomic_write, write_json
 from aebonet_lib._engine.modelfiles import (
     ModelMeta,
@@ -36,6 +29,11 @@ from aebonet_lib._engine.modelfiles import (
     saved_image_shapes,
 )
 from aebonet_lib._engine.records import read_record
+from aebonet_lib.data import loading
+from aebonet_lib.data.loading import BoneAgeData
+from aebonet_lib.data.preprocess import PreprocessParams, to_float, to_uint8
+from aebonet_lib.errors import AebonetError
+from aebonet_lib.evaluation import metrics
 
 SPLITS = ("train", "val", "test", "all")
 PRETRAINED_DIR = Path(__file__).resolve().parents[1] / "pretrained"  # shipped models: pretrained/NAME/model.keras

@@ -10,9 +10,9 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from aebonet_lib._engine.files import atomic_write
 from aebonet_lib._engine.imagefiles import IMAGE_SUFFIXES, list_images
 from aebonet_lib.errors import AebonetError
-from aebonet_lib._engine.files import atomic_write
 
 MAX_AGE_MONTHS = 240
 REPORT_NAME = "bad_inputs_report.csv"

@@ -30,17 +30,16 @@ import numpy as np
 import pandas as pd
 
 from aebonet_lib import phantom
+from aebonet_lib._engine import checkpoints, predict, rsna_results
+from aebonet_lib._engine import runner as training
+from aebonet_lib._engine import trust
+from aebonet_lib._engine.files import atomic_write, read_json, write_json
+from aebonet_lib._engine.hardware import describe_machine
 from aebonet_lib.config import Config, get_config
 from aebonet_lib.data.loading import BoneAgeData, load_data
 from aebonet_lib.errors import AebonetError
 from aebonet_lib.evaluation import metrics
-from aebonet_lib._engine import predict
-from aebonet_lib._engine import trust
 from aebonet_lib.experiments import protocol
-from aebonet_lib._engine import rsna_results
-from aebonet_lib._engine import checkpoints
-from aebonet_lib._engine import runner as training
-from aebonet_lib._engine.files import atomic_write, read_json, write_json
 
 PRESET = "rsna-cpu"
 EVAL_SPLITS = ("test", "val")  # the paper's 200 test images, and the 2,323 validation images as a second test
@@ -99,8 +98,6 @@ def git_commit() -> str | None:
 
 def provenance(source: str, config: Config, budget: protocol.Budget, command: str | None) -> dict:
     """Return what produced the results: command, commit, preset, budget, data checksum and machine."""
-    from aebonet_lib._engine.hardware import describe_machine
-
     return {"command": command or " ".join(sys.argv), "commit": git_commit(), "preset": config.name,
             "config": config.to_dict(), "budget": dataclasses.asdict(budget), "data": str(Path(source).resolve()),
             "data_checksum": dataset_digest(source) if Path(source).is_dir() else None, "machine": describe_machine(),

@@ -16,6 +16,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
+from aebonet_lib._engine import files
 from aebonet_lib.errors import AebonetError
 from aebonet_lib.phantom.children import READER_SD_MONTHS
 from aebonet_lib.phantom.dataset import (
@@ -214,8 +215,6 @@ def print_report(table: pd.DataFrame, out=sys.stdout) -> None:
 
 def report_main(n: int = 500, style: str = DEFAULT_STYLE, real_dir: str | Path = REAL_256, out: str | Path | None = None) -> int:
     """Run the realism report, print it, and write it as CSV to `out` if given; return 0 (for `aebonet phantom --report`)."""
-    from aebonet_lib._engine import files
-
     table = realism_report(n, style, real_dir)
     print_report(table)
     if out:

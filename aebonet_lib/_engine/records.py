@@ -6,9 +6,9 @@ import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from aebonet_lib._engine.files import read_json, write_json
 from aebonet_lib.config import Config
 from aebonet_lib.errors import AebonetError
-from aebonet_lib._engine.files import read_json, write_json
 
 RECORD_FILE = "config.json"
 KINDS = ("pretrain", "train")

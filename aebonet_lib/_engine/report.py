@@ -17,10 +17,10 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from aebonet_lib.errors import AebonetError
-from aebonet_lib.evaluation import metrics, plots
 from aebonet_lib import results
 from aebonet_lib._engine.files import read_json, require_empty_dir
+from aebonet_lib.errors import AebonetError
+from aebonet_lib.evaluation import metrics, plots
 
 REPORTABLE = ("history.csv", "stages.csv", "metrics.json")
 

@@ -28,12 +28,13 @@ import numpy as np
 import pandas as pd
 
 from aebonet_lib import paper
+from aebonet_lib._engine.files import atomic_write, read_json, write_json
+from aebonet_lib._engine.modelfiles import read_model_meta, write_model_meta
+from aebonet_lib._engine.predict import PRETRAINED_DIR
+from aebonet_lib._engine.records import read_record
 from aebonet_lib.errors import AebonetError
 from aebonet_lib.evaluation import metrics
 from aebonet_lib.experiments import protocol
-from aebonet_lib._engine.files import atomic_write, read_json, write_json
-from aebonet_lib._engine.modelfiles import read_model_meta, write_model_meta
-from aebonet_lib._engine.records import read_record
 
 SHIPPED = Path(str(resources.files("aebonet_lib") / "results" / "rsna-cpu"))
 SPLITS = ("test", "val")
@@ -299,8 +300,6 @@ SHIPPED_MODEL_FILES = ("model.keras", "model.trust.json", "model.trust.npz", "mo
 
 def ship_model(run_dir: str | Path, name: str = "rsna-cpu") -> Path:
     """Copy a finished, calibrated run's model into the package (pretrained/NAME), with the RSNA attribution."""
-    from aebonet_lib._engine.predict import PRETRAINED_DIR
-
     run_dir, dest = Path(run_dir), PRETRAINED_DIR / name
     if not (run_dir / "model.trust.json").is_file():
         raise AebonetError(f"{run_dir}: the model has no trust calibration (model.trust.json); run the experiment to its end")

@@ -19,11 +19,9 @@ import numpy as np
 import tensorflow as tf
 
 from aebonet_lib import paper
-from aebonet_lib.config import Config
-from aebonet_lib.data import loading, pipeline
-from aebonet_lib.data.loading import BoneAgeData, is_phantom
-from aebonet_lib.errors import AebonetError
 from aebonet_lib._engine import baselines
+from aebonet_lib._engine import budget as budgets
+from aebonet_lib._engine import trust
 from aebonet_lib._engine.checkpoints import (
     check_run_dir,
     epoch_bar,
@@ -48,8 +46,11 @@ from aebonet_lib._engine.modelfiles import (
     read_model_meta,
     save_model,
 )
-from aebonet_lib._engine import budget as budgets
 from aebonet_lib._engine.records import RunRecord, read_record, write_record
+from aebonet_lib.config import Config
+from aebonet_lib.data import loading, pipeline
+from aebonet_lib.data.loading import BoneAgeData, is_phantom
+from aebonet_lib.errors import AebonetError
 
 
 def use_run_splits(data: BoneAgeData, run_dir: Path) -> BoneAgeData:
@@ -390,8 +391,6 @@ def fit_phases(model: keras.Model, data: BoneAgeData, config: Config, run_dir: P
 
 def finish_train(model: keras.Model, data: BoneAgeData, config: Config, run_dir: Path, record: RunRecord) -> Path:
     """Restore the best validation epoch's weights, save model.keras, model.json and model.trust.json, mark it finished."""
-    from aebonet_lib._engine import trust
-
     state = read_state(run_dir)
     model.load_weights(run_dir / "checkpoint" / paper.kept_checkpoint(config, state))
     meta = model_meta("regressor", data, config, backbone=record.backbone, sex_input=record.sex_input,

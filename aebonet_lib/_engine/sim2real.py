@@ -24,11 +24,12 @@ import numpy as np
 import pandas as pd
 
 from aebonet_lib import phantom
+from aebonet_lib._engine import predict
+from aebonet_lib._engine import runner as training
+from aebonet_lib._engine.files import read_json, write_json
 from aebonet_lib.config import PAPER_SPLIT, get_config
 from aebonet_lib.data.loading import BoneAgeData, load_data
 from aebonet_lib.evaluation import metrics
-from aebonet_lib._engine import predict
-from aebonet_lib._engine.files import read_json, write_json
 
 SPLITS = ("val", "test")
 RESULTS = Path(__file__).resolve().parents[1] / "results" / "phantom"
@@ -70,8 +71,6 @@ def load_real(real_dir: str | Path, image_size: int, clahe: bool, normalize: boo
 
 def train_on_phantoms(phantoms: BoneAgeData, recipe: Recipe, out_dir: str | Path) -> Path:
     """Pretrain (if the recipe says so) and train a regressor on phantoms only; return its model.keras (resumes)."""
-    from aebonet_lib._engine import runner as training
-
     out_dir = Path(out_dir)
     config = get_config(recipe.preset, augment=recipe.augment, seed=recipe.seed)
     encoder = None

@@ -21,16 +21,15 @@ import keras
 import numpy as np
 import pandas as pd
 
+from aebonet_lib._engine.files import atomic_path, read_json, write_json
+from aebonet_lib._engine.modelfiles import load_model, read_model_meta, write_model_meta
 from aebonet_lib.data.loading import BoneAgeData
 from aebonet_lib.data.preprocess import to_float
 from aebonet_lib.errors import AebonetError
-from aebonet_lib._engine.files import atomic_path, read_json, write_json
-from aebonet_lib._engine.modelfiles import load_model, read_model_meta, write_model_meta
 
 AGE_RANGE = (0.0, 240.0)  # months: birth to 20 years, the span of the RSNA labels
 MAX_CALIBRATION_IMAGES = 3000  # training images scored for the calibration, at most
 CALIBRATION_SEED = 0
-STD_FLOOR = 1e-6
 BATCH_SIZE = 64
 CALIBRATION_FORMAT = 2  # 2: feature distance in principal directions, with the reconstruction error beside it
 MIN_IMAGES_PER_DIMENSION = 10  # the feature distance keeps at most n_train / 10 principal directions

@@ -27,11 +27,11 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from aebonet_lib import phantom
+from aebonet_lib._engine import cache as cache_lib
 from aebonet_lib._engine.cache import cache_root  # where caches and the chapters' runs live (chapter 6)
 from aebonet_lib._engine.files import atomic_write
 from aebonet_lib._engine.imagefiles import read_image  # one image file, decoded (chapters 1 and 2)
-from aebonet_lib.config import PAPER_SPLIT, SPLIT_KINDS
-from aebonet_lib.data.preprocess import PreprocessParams, to_float
 from aebonet_lib._engine.readers import (
     KAGGLE_TRAIN,
     REPORT_NAME,
@@ -43,6 +43,8 @@ from aebonet_lib._engine.readers import (
     relative,
     write_report,
 )
+from aebonet_lib.config import PAPER_SPLIT, SPLIT_KINDS
+from aebonet_lib.data.preprocess import PreprocessParams, to_float
 from aebonet_lib.errors import AebonetError
 from aebonet_lib.options import MAX_PIXELS
 
@@ -288,15 +290,11 @@ def phantom_count(source: str, default: int) -> int:
 
 def phantom_version() -> str:
     """Return a short hash of the phantom's code, so a changed phantom never reuses old images."""
-    from aebonet_lib import phantom
-
     return phantom.source_digest()
 
 
 def phantom_dataset(n: int, image_size: int, seed: int, root: Path, progress: bool = True) -> Path:
     """Write N phantom radiographs once in the Kaggle layout under the cache root; return the folder."""
-    from aebonet_lib import phantom
-
     folder = root / "datasets" / f"phantom-n{n}-s{image_size}-seed{seed}-v{phantom_version()}"
     if (folder / KAGGLE_TRAIN.image_dirs[0]).is_dir() and (folder / "boneage-training-dataset.csv").is_file():
         return folder
@@ -379,8 +377,6 @@ def stop_on_problems(problems: list[Problem], where: str, report: Path | None, s
 def load_raw(raw: RawDataset, params: PreprocessParams, cache_dir: Path, skip_bad: bool, workers: int | None,
              progress: bool, force: bool = False, max_pixels: int = MAX_PIXELS):
     """Build (or reuse) the cache of a checked dataset and stop on problems unless skip_bad; return cache, problems."""
-    from aebonet_lib._engine import cache as cache_lib
-
     cache = cache_lib.build_cache(raw.good_rows, params, cache_dir, source=str(raw.root), workers=workers,
                                   progress=progress, force=force, max_pixels=max_pixels)
     problems = raw.problems + image_problems(raw, cache.bad)
@@ -391,8 +387,6 @@ def load_raw(raw: RawDataset, params: PreprocessParams, cache_dir: Path, skip_ba
 
 def open_prepared(source: Path, image_size: int | None, skip_bad: bool, root: Path):
     """Open a cache folder made by `aebonet prepare` (at a smaller size, derived once under `root`), checking its problems."""
-    from aebonet_lib._engine import cache as cache_lib
-
     cache = cache_lib.open_cache(source)
     if image_size is not None and cache.params.image_size != image_size:
         cache = cache_lib.derive_cache(cache, image_size, root)
@@ -424,7 +418,6 @@ def load_data(source: str | os.PathLike, image_size: int | None = 256, seed: int
     more than `max_pixels` pixels are bad inputs, refused before they are decoded.
     A `cache_dir` holding the cache of another dataset is replaced only with `force=True`.
     """
-    from aebonet_lib._engine import cache as cache_lib
 
     root = cache_lib.cache_root(cache_root)
     split_kind = chosen_split_kind(split_kind, stratify)

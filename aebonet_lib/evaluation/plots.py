@@ -17,9 +17,10 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
 
+from aebonet_lib import phantom
+from aebonet_lib._engine.files import atomic_path, read_table
 from aebonet_lib.errors import AebonetError
 from aebonet_lib.evaluation import metrics
-from aebonet_lib._engine.files import atomic_path, read_table
 
 SEX_COLORS = {"girls": "#d6604d", "boys": "#4393c3", "unknown": "#7f7f7f"}
 ARM_COLORS = {"pretrained": "#1b7837", "scratch": "#762a83"}
@@ -217,8 +218,6 @@ def plot_gradcam(image, heatmap, title: str | None = None, alpha: float = 0.45) 
 
 def plot_phantom_grid(ages=(12, 36, 72, 120, 168, 216), size: int = 256, seed: int = 1) -> Figure:
     """Show phantom hands at several bone ages, girls in the top row and boys below (chapter 0)."""
-    from aebonet_lib import phantom
-
     set_style()
     fig, axes = plt.subplots(2, len(ages), figsize=(1.9 * len(ages), 4.4), squeeze=False)
     for row, (sex, male) in enumerate((("girl", False), ("boy", True))):

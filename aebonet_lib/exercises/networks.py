@@ -13,6 +13,8 @@ import numpy as np
 import tensorflow as tf
 from keras import layers
 
+from aebonet_lib import paper
+from aebonet_lib.data import pipeline
 from aebonet_lib.exercises import forbidden
 
 
@@ -72,8 +74,6 @@ def reference_augmentation(rotation: float, shift: float, zoom: float, seed: int
 
 def check_augmentation(augmentation, rng) -> None:
     """Compare the student's augmentation with the reference's on a random batch, same seed."""
-    from aebonet_lib.data import pipeline
-
     rotation, shift, zoom = float(rng.uniform(5, 30)), float(rng.uniform(0.02, 0.1)), float(rng.uniform(0.05, 0.2))
     seed, x = int(rng.integers(0, 10_000)), random_images(rng, (4, 32, 32, 1))
     with forbidden((pipeline, "augment_batch")):
@@ -124,8 +124,6 @@ def check_conv_block(conv_block, rng) -> None:
 
 def check_decoder(conv_block, build_decoder, rng) -> None:
     """Compare the student's block and decoder with the reference block and paper.build_decoder."""
-    from aebonet_lib import paper
-
     config = tiny_config(rng)
     reference = paper.build_decoder(config)
     with forbidden((paper, "conv_block"), (paper, "decoder_block"), (paper, "build_decoder")):
@@ -152,8 +150,6 @@ def reference_head(features, momentum: float):
 
 def check_head(add_head, rng) -> None:
     """Compare the student's head with the reference's: weights, outputs and weight decay."""
-    from aebonet_lib import paper
-
     side, channels, momentum = int(rng.integers(2, 5)), int(rng.integers(4, 17)), float(rng.uniform(0.5, 0.95))
     features = keras.Input((side, side, channels))
     with forbidden((paper, "add_head")):

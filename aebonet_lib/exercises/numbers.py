@@ -7,6 +7,10 @@ from types import SimpleNamespace
 
 import numpy as np
 
+from aebonet_lib import paper
+from aebonet_lib import paper as recipe
+from aebonet_lib.config import PRESETS
+from aebonet_lib.evaluation import metrics
 from aebonet_lib.exercises import forbidden
 
 
@@ -14,7 +18,6 @@ def check_conv_block_params(conv_block_params, rng) -> None:
     """Compare conv_block_params with the weights Keras counts in a convolution and a batch norm."""
     import keras
 
-    from aebonet_lib import paper
 
     for c_in, c_out in rng.integers(1, 300, size=(3, 2)):
         layers = [keras.layers.Conv2D(int(c_out), 3), keras.layers.BatchNormalization()]
@@ -27,8 +30,6 @@ def check_conv_block_params(conv_block_params, rng) -> None:
 
 def check_constant_accuracy(constant_accuracy, rng) -> None:
     """Compare constant_accuracy with pixel_accuracy of a constant image, on random images."""
-    from aebonet_lib import paper
-
     images = rng.random((3, 8, 8, 1)).astype(np.float32)
     images[images < 0.4], images[images > 0.9] = 0.0, 1.0
     for c in rng.uniform(0, 1, 3):
@@ -55,7 +56,6 @@ def check_head_params(head_params, rng) -> None:
     """Compare head_params with the weights Keras counts in BatchNormalization, Dense(units), Dense(1)."""
     import keras
 
-    from aebonet_lib import paper
 
     for n, units in zip(rng.integers(1, 2000, 3), rng.integers(1, 40, 3)):
         layers = [keras.layers.BatchNormalization(), keras.layers.Dense(int(units)), keras.layers.Dense(1)]
@@ -123,9 +123,6 @@ def check_fair_recipe(fair_recipe, rng) -> None:
 
 def check_schedule_hours(schedule_hours, rng) -> None:
     """Compare schedule_hours with both phases' epochs at random rates (validation: a third of a step)."""
-    from aebonet_lib import paper as recipe
-    from aebonet_lib.config import PRESETS
-
     paper = PRESETS["paper"]
     n_train, n_val, _ = recipe.SPLIT_SIZES
     for ae, reg in rng.uniform(5, 2000, size=(3, 2)):
@@ -138,8 +135,6 @@ def check_schedule_hours(schedule_hours, rng) -> None:
 
 def check_error_summary(error_summary, rng) -> None:
     """Compare error_summary with MAE, RMSE and bias computed here; the library's metrics are no answer."""
-    from aebonet_lib.evaluation import metrics
-
     y = rng.uniform(0, 228, 25)
     y_hat = y + rng.normal(rng.uniform(-5, 5), 10, 25)
     e = y_hat - y
@@ -163,8 +158,6 @@ def check_images_needed(images_needed, rng) -> None:
 
 def check_paired_interval(paired_interval, rng) -> None:
     """Compare paired_interval with a bootstrap on the same resamples; the library's is no answer."""
-    from aebonet_lib.evaluation import metrics
-
     n, n_boot, seed = int(rng.integers(20, 60)), int(rng.integers(100, 400)), int(rng.integers(0, 1000))
     y = rng.uniform(0, 228, n)
     a, b = y + rng.normal(0, 10, n), y + rng.normal(1, 12, n)

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from aebonet_lib._engine import imagefiles
+from aebonet_lib.data import preprocess
 from aebonet_lib.exercises import code_words
+from aebonet_lib.phantom import timeline
 
 EPIPHYSIS_LETTERS, CARPAL_LETTERS = "ABCDEFGH", "ABCD"
 
@@ -19,8 +23,6 @@ def ages(rng, n: int = 12) -> list[float]:
 
 def state_without_counts():
     """Return phantom.maturity_state without its ready-made carpal count (a student counts it)."""
-    from aebonet_lib.phantom import timeline
-
     original = timeline.maturity_state
 
     def maturity_state(*args, **kwargs):
@@ -34,7 +36,6 @@ def state_without_counts():
 def check_carpal_count(carpal_count, rng) -> None:
     """Compare carpal_count with the visible carpals of the state, at random ages."""
     import aebonet_lib.phantom as phantom
-    from aebonet_lib.phantom import timeline
 
     assert "carpals_visible" not in code_words(carpal_count), \
         "count the carpals whose state says visible; the state's own count is not the answer"
@@ -49,8 +50,6 @@ def check_carpal_count(carpal_count, rng) -> None:
 
 def _replaced(*replacements):
     """Return a context that sets each (owner, name, value) and restores it afterwards."""
-    import contextlib
-
     @contextlib.contextmanager
     def context():
         saved = [(owner, name, getattr(owner, name)) for owner, name, _ in replacements]
@@ -89,8 +88,6 @@ def carpal_letter(c: dict) -> str:
 
 def reference_score(months: float, male: bool) -> float:
     """Return the toy maturity score computed from the stages, 0-100."""
-    from aebonet_lib.phantom import timeline
-
     state = timeline.maturity_state(months, male)
     points = sum(EPIPHYSIS_LETTERS.index(epiphysis_letter(e)) for e in state["epiphyses"].values())
     points += sum(CARPAL_LETTERS.index(carpal_letter(c)) for c in state["carpals"].values())
@@ -135,8 +132,6 @@ def check_prepare_one(prepare_one, rng) -> None:
     """Compare prepare_one with read_image, preprocess and to_uint8 on a random image file."""
     import cv2
 
-    from aebonet_lib.data import preprocess
-    from aebonet_lib._engine import imagefiles
 
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "random.png"

@@ -7,6 +7,8 @@ import numpy as np
 import tensorflow as tf
 from keras import layers
 
+from aebonet_lib import paper
+from aebonet_lib.evaluation import explain
 from aebonet_lib.exercises import forbidden
 from aebonet_lib.exercises.networks import random_images
 
@@ -89,8 +91,6 @@ def reference_grad_cam(model: keras.Model, image, layer_name: str) -> np.ndarray
 
 def check_grad_cam(grad_cam, rng) -> None:
     """Compare grad_cam with the reference on a random network and random images; explain.gradcam is no answer."""
-    from aebonet_lib.evaluation import explain
-
     tried = 0
     for _ in range(5):   # a random network may have dead channels everywhere: draw another
         model = tiny_cnn(int(rng.integers(0, 10_000)))
@@ -165,8 +165,6 @@ def check_masked_loss(masked_loss, rng) -> None:
 
 def check_masked_objective(PatchMask, masked_loss, rng) -> None:  # noqa: N803
     """Check the mask layer, then the loss; the library's PatchMask is no answer."""
-    from aebonet_lib import paper
-
     targets = [(paper, "PatchMask")] + ([(paper.PatchMask, "call")] if hasattr(paper, "PatchMask") else [])
     with forbidden(*targets):
         check_patch_mask(PatchMask, rng)

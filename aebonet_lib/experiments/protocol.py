@@ -36,15 +36,13 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from aebonet_lib._engine import checkpoints, predict, records
+from aebonet_lib._engine import runner as training
+from aebonet_lib._engine.files import read_json, save_table, write_json
 from aebonet_lib.config import Config, get_config
 from aebonet_lib.data.loading import BoneAgeData, load_data
 from aebonet_lib.errors import AebonetError
 from aebonet_lib.evaluation import metrics, plots
-from aebonet_lib._engine import predict
-from aebonet_lib._engine import checkpoints
-from aebonet_lib._engine import records
-from aebonet_lib._engine import runner as training
-from aebonet_lib._engine.files import read_json, save_table, write_json
 
 ARCHITECTURE_FIELDS = ("image_size", "filters", "bottleneck", "width")
 MIN_LABELS = 2  # a label scale (mean and SD) needs two ages

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from aebonet_lib._engine import runner as training
 from aebonet_lib.config import DECODERS, Config
 from aebonet_lib.data.loading import BoneAgeData
 from aebonet_lib.errors import AebonetError
@@ -45,7 +46,6 @@ from aebonet_lib.experiments.protocol import (
     with_labels,
     write_results,
 )
-from aebonet_lib._engine import runner as training
 
 
 def label_efficiency_runs(data: BoneAgeData, config: Config, encoder: Path, budget: Budget, runs_dir: Path,

@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+from aebonet_lib._engine.realism import realism_report as report
 from aebonet_lib.phantom.children import (
     AVERAGE_CHILD,
     READER_SD_MONTHS,
@@ -78,6 +79,4 @@ def source_digest() -> str:
 
 def realism_report(*args, **kwargs):
     """Measure phantom against real radiographs (see `realism.realism_report`); imported on use."""
-    from aebonet_lib._engine.realism import realism_report as report
-
     return report(*args, **kwargs)

@@ -18,13 +18,12 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from aebonet_lib._engine import files, hardware
 from aebonet_lib.errors import AebonetError
 from aebonet_lib.phantom.children import READER_SD_MONTHS, label_floor
 from aebonet_lib.phantom.radiograph import check_seed, check_size, is_count, render, render_with_regions
 from aebonet_lib.phantom.styles import DEFAULT_STYLE, check_style
 from aebonet_lib.phantom.timeline import MAX_AGE
-from aebonet_lib._engine import files
-from aebonet_lib._engine import hardware
 
 # ---------------------------------------------------------------------------------------
 # Datasets

@@ -23,15 +23,19 @@ from typing import Callable
 import numpy as np
 from tqdm.auto import tqdm
 
-from aebonet_lib._engine.bench.markdown import (
+from aebonet_lib import paper, phantom
+from aebonet_lib._engine import devices
+from aebonet_lib._engine import flops as measures
+from aebonet_lib._engine import hardware
+from aebonet_lib._engine.bench.estimates import (
     add_peak_fractions,
     check_targets,
     cpu_seconds,
     estimate_schedule,
     fastest_settings,
-    format_markdown,
     paper_flops,
 )
+from aebonet_lib._engine.bench.markdown import format_markdown
 from aebonet_lib._engine.bench.plans import (
     TRAIN_STEP_FACTOR,
     Contender,
@@ -49,10 +53,11 @@ from aebonet_lib._engine.bench.plans import (
     synchronize,
     timed,
 )
-from aebonet_lib.config import Config, get_config
-from aebonet_lib.errors import AebonetError
-from aebonet_lib._engine import hardware
 from aebonet_lib._engine.files import atomic_write, read_json, write_json
+from aebonet_lib.config import Config, get_config
+from aebonet_lib.data import pipeline
+from aebonet_lib.data.loading import BoneAgeData, load_data
+from aebonet_lib.errors import AebonetError
 
 # ---------------------------------------------------------------------------
 # The machine's own limit
@@ -124,8 +129,6 @@ def measure_peaks(plan: Plan) -> list[dict]:
 
 def phantom_rate(size: tuple[int, int], n: int, plan: Plan) -> dict:
     """Return the images/s of `phantom.make_dataset` rendering `n` images of `size` on one core."""
-    from aebonet_lib import phantom
-
     seconds = repeat_timed(lambda: phantom.make_dataset(n, size=size, seed=0, workers=1, progress=False), plan.repeats)
     return {"stage": "render", "size": f"{size[1]}x{size[0]}", "images": n, "workers": 1,
             "seconds": seconds, "images_per_s": rate(n, seconds)}
@@ -142,8 +145,6 @@ class Workspace:
 
     def data(self, plan: Plan):
         """Return `plan.read_n` cached images (the full-size PNGs' cache, repeated) as BoneAgeData (made on first use)."""
-        from aebonet_lib.data.loading import load_data
-
         if self.loaded is None:  # the cache built last is reused; one process builds it if none was
             cached = load_data(self.raw, plan.image_size, cache_dir=self.root / "cache", workers=1, progress=False)
             self.loaded = repeated_data(cached, plan.read_n, self.root / "read.npy")
@@ -152,8 +153,6 @@ class Workspace:
 
 def repeated_data(cached, n: int, path: Path):
     """Return BoneAgeData of `n` images, the cached ones repeated, read from a memory map at `path` like a real cache."""
-    from aebonet_lib.data.loading import BoneAgeData
-
     np.save(path, np.asarray(cached.X)[np.resize(np.arange(len(cached)), n)])
     return BoneAgeData(X=np.load(path, mmap_mode="r"), y=np.resize(cached.y, n), male=np.resize(cached.male, n),
                        ids=np.array([str(i) for i in range(n)]), splits={"train": np.arange(n)}, params=cached.params,
@@ -162,8 +161,6 @@ def repeated_data(cached, n: int, path: Path):
 
 def write_pngs(work: Workspace, plan: Plan) -> dict:
     """Write the full-size phantom PNGs the cache is built from; return the rate (render and PNG encoding)."""
-    from aebonet_lib import phantom
-
     seconds = [timed(lambda: phantom.write_dataset(work.raw, plan.cache_n, size=plan.full_size, progress=False))]
     workers = phantom.choose_workers(None, plan.cache_n, plan.full_size)
     return {"stage": "write PNGs", "size": f"{plan.full_size[1]}x{plan.full_size[0]}", "images": plan.cache_n,
@@ -172,8 +169,6 @@ def write_pngs(work: Workspace, plan: Plan) -> dict:
 
 def timed_cache_build(raw: str, cache_dir: str, image_size: int, workers: int) -> float:
     """Build a cache with `workers` processes and return the seconds it took (run in a fresh process)."""
-    from aebonet_lib.data.loading import load_data
-
     return timed(lambda: load_data(raw, image_size, cache_dir=cache_dir, workers=workers, progress=False))
 
 
@@ -203,8 +198,6 @@ def read_epoch(dataset) -> int:
 
 def pipeline_rate(work: Workspace, plan: Plan, batch_size: int, augment: bool) -> dict:
     """Return the images/s `pipeline.make_tf_dataset` delivers from the cache: whole shuffled epochs, after one warm-up."""
-    from aebonet_lib.data import pipeline
-
     data = work.data(plan)
     dataset = pipeline.make_tf_dataset(data, "train", batch_size, target="image", shuffle=True, augment=augment)
     read_epoch(dataset)
@@ -219,9 +212,6 @@ def pipeline_rate(work: Workspace, plan: Plan, batch_size: int, augment: bool) -
 
 def build_compiled(task: str, config: Config):
     """Build and compile the autoencoder or the from-scratch regressor under the config's precision policy."""
-    from aebonet_lib import paper
-    from aebonet_lib._engine import devices
-
     with devices.precision_policy(config.precision):
         if task == "autoencoder":
             return paper.compile_autoencoder(paper.build_autoencoder(config), config)
@@ -260,8 +250,6 @@ def training_row(case: TrainCase, xla: bool, flops: int, seconds: list[float]) -
 
 def training_contender(case: TrainCase) -> Contender:
     """Build, compile and warm up one training case on its synthetic batch."""
-    from aebonet_lib._engine import flops as measures
-
     model = build_compiled(case.task, case.config())
     flops = measures.count_flops(model)
     batches = synthetic_batches(case.task, case.image_size, case.batch_size)

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import gc
 import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from aebonet_lib.config import DECODERS, PRECISIONS, Config, get_config
-from aebonet_lib.errors import AebonetError
 from aebonet_lib._engine import hardware
 from aebonet_lib._engine.files import read_json
+from aebonet_lib.config import DECODERS, PRECISIONS, Config, get_config
+from aebonet_lib.errors import AebonetError
 
 MEASURED_PRECISIONS = tuple(p for p in PRECISIONS if p != "auto")  # what "auto" chooses between
 
@@ -232,8 +233,6 @@ def synchronize(tensor) -> None:
 
 def fresh_keras() -> None:
     """Free the models of the previous measurement, so that each starts from the same state."""
-    import gc
-
     import keras
 
     keras.backend.clear_session()
