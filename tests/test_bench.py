@@ -6,6 +6,7 @@ No timed assertions: speed is what `aebonet bench` measures, not what a test che
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -88,11 +89,18 @@ def test_auto_precision_is_fp32_for_the_cpu_preset_on_any_cpu(monkeypatch):
         assert devices.resolve_precision(get_config("cpu")).precision == "fp32"
 
 
-def test_describe_this_machine():
+def test_describe_this_machine_agrees_with_the_operating_system():
     info = hardware.describe_machine()
-    assert info["available_cpus"] >= 1
-    assert set(info["cpu_flags"]) == set(hardware.CPU_FLAGS)
-    assert info["best_precision"] in ("fp32", "bf16", "fp16")
+    assert info["available_cpus"] == len(os.sched_getaffinity(0))
+    assert info["logical_cpus"] == (hardware.parse_cpuinfo(Path("/proc/cpuinfo").read_text())["logical_cpus"]
+                                    or os.cpu_count())
+    flags_line = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags"))
+    flags = set(flags_line.split(":", 1)[1].split())
+    assert info["cpu_flags"] == {flag: flag in flags for flag in hardware.CPU_FLAGS}
+    total_kib = next(int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines()
+                     if line.startswith("MemTotal:"))
+    assert info["memory_gib"] == pytest.approx(total_kib / 2**20, rel=0.01)
+    assert info["best_precision"] == hardware.best_precision(info["gpus"], sorted(f for f, on in info["cpu_flags"].items() if on))
 
 
 # --- FLOP accounting and the estimate --------------------------------------------------------

@@ -1,4 +1,6 @@
-"""Tests of aebonet_lib.training: staged pretraining, fine-tuning, checkpoints, saving, precision, distribution."""
+"""Tests of the run folders (_engine.runner, checkpoints, modelfiles): staged pretraining, fine-tuning, resume,
+sidecars, precision, distribution. The models themselves are test_models's.
+"""
 
 from __future__ import annotations
 
