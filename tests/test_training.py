@@ -346,3 +346,10 @@ def test_an_encoder_pretrained_on_another_dataset_is_not_checked_against_its_ids
     write_json(tmp_path / "encoder.json", meta | {"data": {"source": str(tmp_path / "elsewhere"), "seed": 0}})
     assert not training.same_source(modelfiles.read_model_meta(tmp_path / "encoder.keras"), data)
     training.check_encoder_split(tmp_path / "encoder.keras", resplit(data, 1))  # other images: no leak to refuse
+
+
+def test_every_run_records_the_commit_of_its_code(pretrained, trained):
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
+    for run_dir in (pretrained, trained):
+        record = records.read_record(run_dir)
+        assert record.commit == (head or None) and isinstance(record.dirty, bool) == bool(head)

@@ -26,9 +26,7 @@ the tree was dirty; rerunning the command skips what is done (`grid_results` col
 from __future__ import annotations
 
 import dataclasses
-import functools
 import shutil
-import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +40,7 @@ from aebonet_lib import paper
 from aebonet_lib._engine import checkpoints
 from aebonet_lib._engine.devices import precision_policy, resolve_precision, set_seeds
 from aebonet_lib._engine.files import atomic_write, read_json, write_json
+from aebonet_lib._engine.records import git_state
 from aebonet_lib._engine.runner import stage_epochs
 from aebonet_lib.config import Config
 from aebonet_lib.data import pipeline
@@ -96,27 +95,6 @@ def get_plan(preset: str, **overrides) -> GridPlan:
 
 
 # Provenance
-
-
-@functools.lru_cache(maxsize=1)
-def git_state() -> dict:
-    """Return the commit of the checkout this process's library came from, and whether its tracked files differed.
-
-    Read once, at the first call (`label_grid` makes it before anything trains), so that a checkout
-    updated while a long grid runs does not relabel the runs the older code makes.
-    """
-    here = Path(__file__).parent
-
-    def git(*args: str) -> str | None:
-        try:
-            out = subprocess.run(["git", *args], cwd=here, capture_output=True, text=True, timeout=20)
-        except (OSError, subprocess.SubprocessError):
-            return None
-        return out.stdout.strip() if out.returncode == 0 else None
-
-    commit = git("rev-parse", "HEAD")
-    status = git("status", "--porcelain", "--untracked-files=no")
-    return {"commit": commit, "dirty": None if status is None else bool(status)}
 
 
 # The held-out slice and pretraining

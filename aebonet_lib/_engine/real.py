@@ -20,7 +20,6 @@ import dataclasses
 import hashlib
 import json
 import os
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -35,6 +34,7 @@ from aebonet_lib._engine import runner as training
 from aebonet_lib._engine import trust
 from aebonet_lib._engine.files import atomic_write, read_json, write_json
 from aebonet_lib._engine.hardware import describe_machine
+from aebonet_lib._engine.records import git_state
 from aebonet_lib.config import Config, get_config
 from aebonet_lib.data.loading import BoneAgeData, load_data
 from aebonet_lib.errors import AebonetError
@@ -86,19 +86,9 @@ def dataset_digest(folder: str | Path) -> dict:
     return {"sha256": digest.hexdigest(), "files": count, "bytes": size}
 
 
-def git_commit() -> str | None:
-    """Return the commit of the checkout the library runs from, or None outside git."""
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True,
-                             timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() or None
-
-
 def provenance(source: str, config: Config, budget: protocol.Budget, command: str | None) -> dict:
     """Return what produced the results: command, commit, preset, budget, data checksum and machine."""
-    return {"command": command or " ".join(sys.argv), "commit": git_commit(), "preset": config.name,
+    return {"command": command or " ".join(sys.argv), "commit": git_state()["commit"], "preset": config.name,
             "config": config.to_dict(), "budget": dataclasses.asdict(budget), "data": str(Path(source).resolve()),
             "data_checksum": dataset_digest(source) if Path(source).is_dir() else None, "machine": describe_machine(),
             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
@@ -186,7 +176,7 @@ def real_experiment(source: str | os.PathLike, out_dir: str | os.PathLike, prese
         return out_dir
     phantom_model = phantom_run(config, out_dir / "runs" / "phantom", cache_root)
     log(f"phantom-trained AE-BoNet: {phantom_model}")
-    collected_with = {"command": command or " ".join(sys.argv), "commit": git_commit(),
+    collected_with = {"command": command or " ".join(sys.argv), "commit": git_state()["commit"],
                       "phantom_version": phantom.source_digest()}  # the trust report and the phantom model
     rsna_results.collect(out_dir / "runs", out_dir / "results",
                          read_json(out_dir / "provenance.json") | {"collected_with": collected_with})

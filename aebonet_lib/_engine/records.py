@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
+import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,7 +33,9 @@ class RunRecord:
     y_std: float = 1.0
     num_epochs: int = 0  # train: regressor epochs
     freeze_epochs: int = 0  # train: epochs with the backbone frozen first
-    budget: dict | None = None  # --budget: runs.budget.Budget's plan (measured rate, planned epochs), followed on resume
+    budget: dict | None = None  # --budget: _engine.budget.Budget's plan (measured rate, planned epochs), followed on resume
+    commit: str | None = None  # the commit of the code that started the run (git_state), None outside git
+    dirty: bool | None = None  # whether that checkout's tracked files had uncommitted changes
 
     def to_dict(self) -> dict:
         """Return the record as config.json holds it (the Config as a dict)."""
@@ -60,3 +64,24 @@ def read_record(run_dir: str | Path) -> RunRecord | None:
 def write_record(run_dir: str | Path, record: RunRecord) -> None:
     """Write the run's record as RUN/config.json, atomically."""
     write_json(Path(run_dir) / RECORD_FILE, record.to_dict())
+
+
+@functools.lru_cache(maxsize=1)
+def git_state() -> dict:
+    """Return the commit of the checkout this process's library came from, and whether its tracked files differed.
+
+    Read once, at the first call (`label_grid` makes it before anything trains), so that a checkout
+    updated while a long run goes on does not relabel what the older code makes. Every run records it.
+    """
+    here = Path(__file__).parent
+
+    def git(*args: str) -> str | None:
+        try:
+            out = subprocess.run(["git", *args], cwd=here, capture_output=True, text=True, timeout=20)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return out.stdout.strip() if out.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    status = git("status", "--porcelain", "--untracked-files=no")
+    return {"commit": commit, "dirty": None if status is None else bool(status)}

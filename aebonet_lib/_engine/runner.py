@@ -46,7 +46,7 @@ from aebonet_lib._engine.modelfiles import (
     read_model_meta,
     save_model,
 )
-from aebonet_lib._engine.records import RunRecord, read_record, write_record
+from aebonet_lib._engine.records import RunRecord, git_state, read_record, write_record
 from aebonet_lib.config import Config
 from aebonet_lib.data import loading, pipeline
 from aebonet_lib.data.loading import BoneAgeData, is_phantom
@@ -186,7 +186,7 @@ def pretrain_in(run_dir: Path, data: BoneAgeData, config: Config, num_epochs: in
     record = read_record(run_dir)
     fresh = record is None
     record = record or RunRecord("pretrain", resolve_precision(config), recorded_source(data.source), command,
-                                 plan=stage_epochs(config.ae_stages, num_epochs))
+                                 plan=stage_epochs(config.ae_stages, num_epochs), **git_state())
     if run_finished(run_dir):
         return
     started = budgets.clock() if started is None else started
@@ -334,7 +334,7 @@ def train_record(data: BoneAgeData, config: Config, backbone: str, encoder, weig
     return RunRecord("train", config, recorded_source(data.source), command, backbone=backbone, weights=weights,
                      encoder=str(Path(encoder).resolve()) if encoder else None, sex_input=sex_input,
                      y_mean=y_mean, y_std=y_std, num_epochs=num_epochs or config.reg_num_epochs,
-                     freeze_epochs=config.freeze_epochs if freeze_epochs is None else freeze_epochs)
+                     freeze_epochs=config.freeze_epochs if freeze_epochs is None else freeze_epochs, **git_state())
 
 
 def train(data: BoneAgeData, config: Config, run_dir: str | Path, backbone: str = "aebonet",
