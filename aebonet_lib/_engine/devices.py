@@ -13,7 +13,7 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
-from aebonet_lib._engine.hardware import best_precision
+from aebonet_lib._engine import hardware
 from aebonet_lib.config import Config
 from aebonet_lib.errors import AebonetError
 
@@ -29,7 +29,7 @@ def precision_name(precision: str, width: float | None = None) -> str:
     if precision != "auto":
         return precision
 
-    return best_precision(width=width)
+    return hardware.best_precision(width=width)
 
 
 def resolve_precision(config: Config) -> Config:
