@@ -112,14 +112,22 @@ def worker_done(args: argparse.Namespace) -> int:
     return 0
 
 
+def finished_before(args: argparse.Namespace, what: str) -> bool:
+    """Return True, and say so, when --resume names a run that has already finished (pretraining or training)."""
+    from aebonet_lib._engine import checkpoints
+
+    if args.resume and checkpoints.run_finished(args.out):
+        print(f"{args.out}: this {what} run has already finished; nothing to do")
+        return True
+    return False
+
+
 def run_pretrain(args: argparse.Namespace) -> int:
     """Pretrain the autoencoder in stages, writing RUN/encoder.keras."""
-    from aebonet_lib._engine import checkpoints
     from aebonet_lib._engine import runner as training
 
     chief = check_out(args, "pretrain")
-    if args.resume and checkpoints.run_finished(args.out):
-        print(f"{args.out}: this pretraining run has already finished; nothing to do")
+    if finished_before(args, "pretraining"):
         return 0
     config = training_config(args, "ae_batch_size").replace(decoder=args.decoder, objective=args.objective)
     data = load_training_data(args, config)
@@ -133,12 +141,11 @@ def run_pretrain(args: argparse.Namespace) -> int:
 
 def run_train(args: argparse.Namespace) -> int:
     """Fine-tune a regressor, writing RUN/model.keras."""
-    from aebonet_lib._engine import checkpoints, modelfiles
+    from aebonet_lib._engine import modelfiles
     from aebonet_lib._engine import runner as training
 
     chief = check_out(args, "train")
-    if args.resume and checkpoints.run_finished(args.out):
-        print(f"{args.out}: this training run has already finished; nothing to do")
+    if finished_before(args, "training"):
         return 0
     backbone = args.backbone or ("aebonet" if args.encoder else "scratch")
     print(training.backbone_summary(args.out, backbone, args.encoder, args.weights), flush=True)
