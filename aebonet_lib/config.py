@@ -178,7 +178,7 @@ PRESETS["rsna-class"] = PRESETS["rsna-cpu"].replace(name="rsna-class", image_siz
 
 # A class on a GPU (`--preset colab`): the paper's model exactly (256 px, width 1, its filters, batches 8 and
 # 16, Adam 1e-3), its whole real-data run (pretraining, then fine-tuning, on the 10,088 training images) sized
-# to end within an hour on Colab's free T4. Why each number (runs.budget.estimate, chapter 5's table):
+# to end within an hour on Colab's free T4. Why each number (_engine.budget.estimate, chapter 5's table):
 # - ae_stages: Table 2's 300:200:100:150:150 divided by 50, so the stages keep the paper's proportions; 18
 #   epochs are about 40 minutes on a T4 at the slow end of the estimate (the H100's measured 1,363 fp16
 #   images/s divided by the T4's datasheet ratio: 15x fewer TFLOP/s).

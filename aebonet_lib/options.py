@@ -15,6 +15,6 @@ LR_SCHEDULES = ("constant", "cosine")
 KEEP = ("best", "last")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")  # auto: bf16 on GPUs from compute capability 8.0 and AMX CPUs
 OBJECTIVES = ("autoencoder", "masked")  # pretraining: the paper's reconstruction, or masked patches (beyond the paper)
-# Images with more pixels are refused before decoding (data.imagefiles; --max-pixels raises it): a PNG of a few
+# Images with more pixels are refused before decoding (_engine.imagefiles; --max-pixels raises it): a PNG of a few
 # hundred KB can claim 20000 x 20000 pixels and take gigabytes to decode. A hand radiograph has 2-10 megapixels.
 MAX_PIXELS = 50_000_000

@@ -66,7 +66,7 @@ REG_LR = 1e-3  # Table 3: Adam, learning rate 0.001, MSE loss, MAE metric
 SPLIT_SIZES = (10088, 2323, 200)  # Data: random split of the 12,611 RSNA training images
 
 # Table 2 (end-of-stage training values), Table 5 and the headline result, for comparison with our runs;
-# evaluation.tables, experiments.rsna_results and the tests read them from here.
+# results, _engine.rsna_results and the tests read them from here.
 TABLE2 = ((1, 300, 0.000206, 0.4866), (2, 200, 0.000172, 0.6169), (3, 100, 0.000166, 0.6819),
           (4, 150, 0.000156, 0.6830), (5, 150, 0.000148, 0.6839))  # stage, epochs, MSE, "Accuracy"
 TABLE5 = {  # input size -> backbone -> (MAE in months, MSE in months squared), ImageNet backbones with the same head

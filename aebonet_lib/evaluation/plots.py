@@ -287,7 +287,7 @@ def plot_label_efficiency(df: pd.DataFrame) -> Figure:
 def plot_sim2real(table: pd.DataFrame) -> Figure:
     """Draw each model's MAE on real radiographs (95 % CI) per split, beside the mean predictor (chapter 7, sim-to-real).
 
-    `table` has one row per model and split (experiments.sim2real.collect); rows without a
+    `table` has one row per model and split (_engine.sim2real.collect); rows without a
     preset are models trained on real labels, drawn in another colour as the reference.
     """
     set_style()
@@ -312,7 +312,7 @@ def plot_sim2real(table: pd.DataFrame) -> Figure:
 def plot_label_curves(summary: pd.DataFrame, split: str = "val", floor: float | None = None) -> Figure:
     """Draw MAE against labels on a log axis: fine-tuned methods (left) and linear probes (right), seed bands (chapter 7).
 
-    `summary` is `experiments.grid_results.summarize`'s table: one row per (kind, method,
+    `summary` is `_engine.grid_results.summarize`'s table: one row per (kind, method,
     fraction, split) with `mae`, `ci_low` and `ci_high` (intervals over seeds and images).
     `floor` (such as the median predictor's MAE) is drawn as a dashed line.
     """
