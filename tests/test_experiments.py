@@ -119,6 +119,27 @@ def test_comparison_table_averages_seeds_and_pairs_the_images(tmp_path):
     assert min(table.loc["good", ["seed_mae_min", "seed_mae_max"]]) <= single <= max(table.loc["good", ["seed_mae_min", "seed_mae_max"]])
 
 
+def test_comparison_intervals_carry_the_seeds_variation(tmp_path):
+    rng = np.random.default_rng(1)
+    y = rng.uniform(10, 200, 200)
+    noise = [rng.normal(0, 5, 200) for _ in range(3)]
+    agree = [fake_run(tmp_path / f"agree{s}", y, y + noise[s] + 10) for s in range(3)]
+    spread = [fake_run(tmp_path / f"spread{s}", y, y + noise[s] + 10 * (2 * s)) for s in range(3)]  # 0, 20, 40 months off
+    table = protocol.comparison_table({"agree": agree, "spread": spread}, baseline="agree", n_boot=1000).set_index("arm")
+    averaged = np.mean([np.abs(pd.read_csv(d / "predictions.csv").eval("predicted - true")) for d in spread], axis=0)
+    images_only = metrics.bootstrap_ci(np.zeros(len(averaged)), averaged, metrics.mae, 1000, 0.95, 0)
+    assert table.loc["spread", "ci_high"] - table.loc["spread", "ci_low"] > 3 * (images_only[1] - images_only[0])
+    assert table.loc["spread", "difference_ci_low"] < table.loc["spread", "difference"] < table.loc["spread", "difference_ci_high"]
+
+
+def test_comparison_refuses_arms_with_other_seeds(tmp_path):
+    y = np.linspace(10, 200, 20)
+    one = [fake_run(tmp_path / "one0", y, y + 1)]
+    two = [fake_run(tmp_path / f"two{s}", y, y + 2) for s in range(2)]
+    with pytest.raises(AebonetError, match="same seeds"):
+        protocol.comparison_table({"one": one, "two": two}, baseline="two", n_boot=100)
+
+
 def test_comparison_refuses_runs_tested_on_other_images(tmp_path):
     y = np.linspace(10, 200, 20)
     a = fake_run(tmp_path / "a", y, y + 1)

@@ -11,6 +11,7 @@ from aebonet_lib._engine import grid, grid_results
 from aebonet_lib.config import get_config
 from aebonet_lib.data.loading import load_data
 from aebonet_lib.errors import AebonetError
+from aebonet_lib.evaluation import metrics
 
 
 @pytest.fixture(scope="module")
@@ -90,8 +91,8 @@ def test_two_level_bootstrap_widens_with_seed_variance():
     images = rng.exponential(10, size=(1, 400))
     same_seeds = np.repeat(images, 5, axis=0)
     spread_seeds = same_seeds + np.arange(5)[:, None] * 3.0
-    narrow = grid_results.two_level_bootstrap(same_seeds, 500, 0)
-    wide = grid_results.two_level_bootstrap(spread_seeds, 500, 0)
+    narrow = metrics.two_level_bootstrap(same_seeds, 500, 0)
+    wide = metrics.two_level_bootstrap(spread_seeds, 500, 0)
     assert np.std(wide) > 1.5 * np.std(narrow)
     assert np.mean(narrow) == pytest.approx(images.mean(), rel=0.05)
 

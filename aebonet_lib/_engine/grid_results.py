@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from aebonet_lib._engine.files import atomic_write, read_json, write_json
+from aebonet_lib.evaluation.metrics import two_level_bootstrap
 
 RUN_COLUMNS = ["method", "fraction", "seed", "steps", "n_labels", "split", "mae", "budget", "wall_s", "commit",
                "dirty"]
@@ -98,17 +99,6 @@ def error_matrix(predictions: pd.DataFrame, truth: pd.Series) -> pd.DataFrame:
     """Return absolute errors as a (seed x image id) table from one cell's predictions."""
     table = predictions.pivot_table(index="seed", columns="id", values="predicted")
     return (table - truth.reindex(table.columns)).abs()
-
-
-def two_level_bootstrap(errors: np.ndarray, n_boot: int, seed: int) -> np.ndarray:
-    """Return n_boot means of a (seeds x images) array, resampling seeds and images together."""
-    rng = np.random.default_rng(seed)
-    k, n = errors.shape
-    values = np.empty(n_boot)
-    for b in range(n_boot):
-        rows = errors[rng.integers(0, k, k)]
-        values[b] = rows[:, rng.integers(0, n, n)].mean()
-    return values
 
 
 def cell_summary(errors: np.ndarray, baseline: np.ndarray | None, n_boot: int, seed: int) -> dict:

@@ -267,3 +267,18 @@ def format_ci(value: float, low: float, high: float, digits: int = 1) -> str:
         return f"{value:.{digits}f}"
     between = " to " if min(low, high) < 0 else "-"
     return f"{value:.{digits}f} ({low:.{digits}f}{between}{high:.{digits}f})"
+
+
+def two_level_bootstrap(errors: np.ndarray, n_boot: int, seed: int) -> np.ndarray:
+    """Return n_boot means of a (seeds x images) array, resampling seeds and images together (chapter 7).
+
+    One training run is itself a random draw: resampling the images alone would hide how much
+    another seed changes the answer, so each resample draws seeds, then images, with replacement.
+    """
+    rng = np.random.default_rng(seed)
+    k, n = errors.shape
+    values = np.empty(n_boot)
+    for b in range(n_boot):
+        rows = errors[rng.integers(0, k, k)]
+        values[b] = rows[:, rng.integers(0, n, n)].mean()
+    return values

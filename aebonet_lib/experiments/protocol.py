@@ -244,19 +244,13 @@ def abs_errors(run_dir: Path) -> pd.Series:
     return (table.predicted - table.true).abs().set_axis(table.id).sort_index()
 
 
-def mean_abs_errors(run_dirs: list[Path]) -> pd.Series:
-    """Return each test image's absolute error averaged over runs (seeds), refusing runs tested on other images."""
+def error_matrix(run_dirs: list[Path]) -> pd.DataFrame:
+    """Return the absolute test errors of an arm's runs, one row per seed and one column per image id."""
     errors = [abs_errors(run_dir) for run_dir in run_dirs]
     for run_dir, run_errors in zip(run_dirs, errors):
         if not run_errors.index.equals(errors[0].index):
             raise AebonetError(f"{run_dir}: tested on other images than {run_dirs[0]}; compare runs tested on one split")
-    return sum(errors) / len(errors)
-
-
-def interval_of_mean(errors: pd.Series, n_boot: int, seed: int) -> tuple[float, float]:
-    """Return the 95 % bootstrap interval of the mean absolute error over the test images."""
-    # mae(0, e) is the mean of e for errors e >= 0, so the metrics module's bootstrap applies as is.
-    return metrics.bootstrap_ci(np.zeros(len(errors)), errors.to_numpy(), metrics.mae, n_boot, 0.95, seed)
+    return pd.DataFrame(errors)
 
 
 def finding(low: float, high: float, arm: str, baseline: str) -> str:
@@ -268,26 +262,36 @@ def finding(low: float, high: float, arm: str, baseline: str) -> str:
     return "no clear difference"
 
 
-def paired_difference(errors: pd.Series, baseline_errors: pd.Series, arm: str, baseline: str, n_boot: int,
+def paired_difference(errors: pd.DataFrame, baseline_errors: pd.DataFrame, arm: str, baseline: str, n_boot: int,
                       seed: int) -> dict:
-    """Return MAE(arm) - MAE(baseline) on the same test images, with its 95 % interval, p-value and finding."""
-    if not errors.index.equals(baseline_errors.index):
+    """Return MAE(arm) - MAE(baseline), seed by seed on the same images, with its 95 % interval over seeds and images.
+
+    Seed s of both arms had the same labelled subset, so the arms are paired by seed and by
+    image; the p-value asks how often a resampled difference lies as far from the observed one
+    as the observed one lies from zero.
+    """
+    if not errors.columns.equals(baseline_errors.columns):
         raise AebonetError(f"arms {arm!r} and {baseline!r} were tested on different images; "
                            "compare runs tested on one split")
-    zeros = np.zeros(len(errors))  # as in interval_of_mean: mae(0, e) = mean(e)
-    result = metrics.paired_bootstrap(zeros, errors.to_numpy(), baseline_errors.to_numpy(), n_boot, seed)
-    low, high = result["ci95"]
-    return {"difference": result["mae_difference"], "difference_ci_low": low, "difference_ci_high": high,
-            "p_value": result["p_value"], "finding": finding(low, high, arm, baseline)}
+    if len(errors) != len(baseline_errors):
+        raise AebonetError(f"arms {arm!r} and {baseline!r} have {len(errors)} and {len(baseline_errors)} seeds; "
+                           "compare arms trained with the same seeds")
+    difference = errors.to_numpy() - baseline_errors.to_numpy()
+    boot = metrics.two_level_bootstrap(difference, n_boot, seed)
+    observed = float(difference.mean())
+    low, high = metrics.percentile_interval(boot)
+    p_value = float((np.sum(np.abs(boot - observed) >= abs(observed)) + 1) / (n_boot + 1))
+    return {"difference": observed, "difference_ci_low": low, "difference_ci_high": high,
+            "p_value": p_value, "finding": finding(low, high, arm, baseline)}
 
 
-def arm_row(arm: str, run_dirs: list[Path], n_boot: int, seed: int) -> dict:
-    """Return one arm's MAE (mean over seeds), its 95 % interval over test images, and the range over seeds."""
-    errors = mean_abs_errors(run_dirs)
-    low, high = interval_of_mean(errors, n_boot, seed)
-    seed_maes = [abs_errors(run_dir).mean() for run_dir in run_dirs]
-    return {"arm": arm, "seeds": len(run_dirs), "n_test": len(errors), "mae": errors.mean(), "ci_low": low,
-            "ci_high": high, "seed_mae_min": min(seed_maes), "seed_mae_max": max(seed_maes)}
+def arm_row(arm: str, errors: pd.DataFrame, n_boot: int, seed: int) -> dict:
+    """Return one arm's MAE over seeds and images, its 95 % interval resampling both, and the range over seeds."""
+    boot = metrics.two_level_bootstrap(errors.to_numpy(), n_boot, seed)
+    low, high = metrics.percentile_interval(boot)
+    seed_maes = errors.mean(axis=1)
+    return {"arm": arm, "seeds": len(errors), "n_test": errors.shape[1], "mae": float(errors.to_numpy().mean()),
+            "ci_low": low, "ci_high": high, "seed_mae_min": seed_maes.min(), "seed_mae_max": seed_maes.max()}
 
 
 def seeds_better(run_dirs: list[Path], baseline_dirs: list[Path]) -> int:
@@ -296,13 +300,17 @@ def seeds_better(run_dirs: list[Path], baseline_dirs: list[Path]) -> int:
 
 
 def comparison_table(arms: dict[str, list[Path]], baseline: str, n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
-    """Return one row per arm: MAE with its interval, and the paired difference from the baseline (NaN on its row)."""
-    baseline_errors = mean_abs_errors(arms[baseline])
+    """Return one row per arm: MAE with its interval, and the paired difference from the baseline (NaN on its row).
+
+    Every interval resamples seeds and images together (metrics.two_level_bootstrap), so the
+    seed-to-seed variation of training is in it; with one seed it is the images alone.
+    """
+    errors = {arm: error_matrix(run_dirs) for arm, run_dirs in arms.items()}
     rows = []
     for arm, run_dirs in arms.items():
-        row = arm_row(arm, run_dirs, n_boot, seed)
+        row = arm_row(arm, errors[arm], n_boot, seed)
         if arm != baseline:
-            row |= paired_difference(mean_abs_errors(run_dirs), baseline_errors, arm, baseline, n_boot, seed)
+            row |= paired_difference(errors[arm], errors[baseline], arm, baseline, n_boot, seed)
             row["seeds_better"] = seeds_better(run_dirs, arms[baseline])
         rows.append(row)
     table = pd.DataFrame(rows).reindex(columns=COMPARISON_COLUMNS).fillna({"finding": ""})
