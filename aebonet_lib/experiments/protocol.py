@@ -65,15 +65,14 @@ class Budget:
 
 
 # cpu: sized for `aebonet experiment label-efficiency --data phantom --preset cpu` (pretraining
-# included) to take under 3 minutes on 2 cores: two fractions, one seed, 200 steps per run (4 epochs
-# at 100 % of the labels), 2 autoencoder epochs; about 2 CPU-minutes of work in all. Each
-# fine-tuning run also costs a fixed few seconds (building, tracing, saving), so fewer runs buy
-# more steps. Measured on 2026-11-27 (quiet 2-core CPU, 2 min 10 s): at 25 % of the labels
-# pretrained 26.1 against scratch 32.4 months, at 100 % 19.0 against 21.8, predicting the mean
-# 34.2; one seed, so give more seeds and steps, and reuse a pretraining run, when time allows.
+# included) to take a few minutes on 2 cores: two fractions, two seeds (so that every interval
+# holds some seed-to-seed variation), 200 steps per run (4 epochs at 100 % of the labels), 2
+# autoencoder epochs. Each fine-tuning run also costs a fixed few seconds (building, tracing,
+# saving), so fewer runs buy more steps. With one seed it took 2 min 10 s on a quiet 2-core CPU
+# (2026-11-27); give more seeds and steps, and reuse a pretraining run, when time allows.
 # paper: five fractions from 5 % to all the labels, three seeds, the paper's 900 staged epochs and 100 regressor epochs.
 BUDGETS: dict[str, Budget] = {
-    "cpu": Budget(fractions=(0.25, 1.0), num_seeds=1, pretrain_epochs=2, steps=200, min_epochs=2,
+    "cpu": Budget(fractions=(0.25, 1.0), num_seeds=2, pretrain_epochs=2, steps=200, min_epochs=2,
                   stage_cuts=(1, 2)),
     "paper": Budget(fractions=(0.05, 0.1, 0.25, 0.5, 1.0), num_seeds=3, pretrain_epochs=None, steps=None,
                     min_epochs=10, stage_cuts=(1, 3, 5)),
