@@ -147,3 +147,16 @@ def test_experiment_table_says_each_arm_in_words():
     assert shown.loc[("25%", "pretrained"), "minus scratch (95% CI)"] == "-10.0 (-12.0 to -7.5)"
     assert shown.loc[("25%", "pretrained"), "p"] == "<0.001"
     assert shown.loc[("25%", "scratch"), "p"] == "" and shown.loc[("25%", "scratch"), "beats the mean"] == "no"
+
+
+RUN_TABLES = ["rsna-cpu/runs.csv", "phantom/sim2real.csv", "phantom/label_efficiency.csv",
+              "phantom/label_efficiency_v1.csv", "label_efficiency/runs.csv"]
+
+
+@pytest.mark.parametrize("name", RUN_TABLES)
+def test_every_shipped_results_row_names_the_code_that_made_it(name):
+    table = pd.read_csv(Path(__file__).resolve().parents[1] / "aebonet_lib" / "results" / name, dtype=str)
+    assert "commit" in table.columns
+    named = table.commit.fillna("").str.fullmatch(r"[0-9a-f]{40}")
+    notes = table.commit_note.fillna("") if "commit_note" in table.columns else pd.Series("", index=table.index)
+    assert (named | notes.str.startswith("not recorded")).all(), f"{name}: rows with neither a commit nor a note"
