@@ -226,7 +226,7 @@ def run_report(args: argparse.Namespace) -> int:
     return 0
 
 
-EXPERIMENT_OPTIONS = {"fractions": ("label-efficiency", "label-grid", "real"), "part": ("real",),
+EXPERIMENT_OPTIONS = {"fractions": ("label-efficiency", "label-grid", "real"), "part": ("real", "best-cpu"),
                       "collect_only": ("real",), "steps": ("label-efficiency", "label-grid"),
                       "encoder": ("label-efficiency",),
                       "epochs": ("sex-input", "decoder"), "pretrain": ("label-efficiency", "sex-input"),
@@ -273,6 +273,8 @@ def run_experiment(args: argparse.Namespace) -> int:
         return run_real_experiment(args, start)
     if args.name == "label-grid":
         return run_label_grid(args, start)
+    if args.name == "best-cpu":
+        return run_best_cpu(args, start)
     table = start_experiment(args)
     print(protocol.format_table(table))
     print("\n".join(f"wrote {path}" for path in sorted(args.out.iterdir()) if path.is_file()))
@@ -291,6 +293,19 @@ def run_real_experiment(args: argparse.Namespace, start: float) -> int:
                          fractions=args.fractions, command=command_line(args), part=args.part,
                          collect_only=args.collect_only)
     print(f"runs in {args.out / 'runs'}; {(time.perf_counter() - start) / 60:.1f} minutes")
+    return 0
+
+
+def run_best_cpu(args: argparse.Namespace, start: float) -> int:
+    """Train (or resume) the best-CPU candidates in --out; without --part, choose the winner and test it."""
+    from aebonet_lib._engine import best_cpu
+
+    if args.data == "phantom" or args.preset not in (None, best_cpu.PRESET):
+        raise AebonetError(f"the best-cpu experiment needs real radiographs at its own preset ({best_cpu.PRESET}): "
+                           "give --data with the RSNA folder (such as ../shared/rsna_bone_age_256) and no --preset")
+    results = best_cpu.best_cpu(args.data, args.out, part=args.part, command=command_line(args))
+    print(f"runs in {args.out / 'runs'}" + (f"; results in {results}" if results else "")
+          + f"; {(time.perf_counter() - start) / 60:.1f} minutes")
     return 0
 
 

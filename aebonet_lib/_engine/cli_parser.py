@@ -216,9 +216,10 @@ def add_experiment(sub) -> None:
     """Add `aebonet experiment`: run an experiment beyond the paper."""
     p = add_command(sub, "experiment", "run an experiment beyond the paper",
                     "aebonet experiment label-efficiency --data phantom --preset cpu --out exp/labels")
-    p.add_argument("name", choices=["label-efficiency", "label-grid", "sex-input", "decoder", "real"],
+    p.add_argument("name", choices=["label-efficiency", "label-grid", "sex-input", "decoder", "real", "best-cpu"],
                    help="which experiment (real: the paper's experiment on real radiographs; label-grid: pretraining "
-                        "budgets, linear probes and fine-tuning at equal steps, seeds in every interval)")
+                        "budgets, linear probes and fine-tuning at equal steps, seeds in every interval; best-cpu: "
+                        "the shipped rsna-cpu model, chosen among candidate recipes on a slice of the training split)")
     p.add_argument("--data", default="phantom", metavar="SRC", help="dataset (default: phantom). " + EPILOG_DATA)
     p.add_argument("--preset", choices=sorted(PRESET_NAMES),
                    help="hyper-parameter preset (default: cpu; rsna-cpu for the real experiment, rsna-class for a quick one)")
@@ -239,7 +240,7 @@ def add_experiment(sub) -> None:
     p.add_argument("--width", type=float, help="override the preset's width multiplier on filter counts")
     p.add_argument("--resume", action="store_true", help="continue an interrupted experiment in --out")
     p.add_argument("--part", type=part_of, metavar="K/N",
-                   help="real: train only every N-th run from the K-th (0-based), to share the plan between N "
+                   help="real, best-cpu: train only every N-th run from the K-th (0-based), to share the plan between N "
                         "processes; then run once more without --part to collect the results")
     p.add_argument("--collect-only", action="store_true",
                    help="real: train nothing more; collect the results of the runs that have finished")

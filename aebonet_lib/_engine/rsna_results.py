@@ -298,7 +298,8 @@ def update_readme(path: str | Path, results: RealResults | None = None) -> None:
 SHIPPED_MODEL_FILES = ("model.keras", "model.trust.json", "model.trust.npz", "model.autoencoder.keras", "model.autoencoder.json")
 
 
-def ship_model(run_dir: str | Path, name: str = "rsna-cpu") -> Path:
+def ship_model(run_dir: str | Path, name: str = "rsna-cpu", results: str = "aebonet_lib/results/rsna-cpu",
+               trained_on: str = "RSNA Pediatric Bone Age training set (paper's random split, train part)") -> Path:
     """Copy a finished, calibrated run's model into the package (pretrained/NAME), with the RSNA attribution."""
     run_dir, dest = Path(run_dir), PRETRAINED_DIR / name
     if not (run_dir / "model.trust.json").is_file():
@@ -309,10 +310,10 @@ def ship_model(run_dir: str | Path, name: str = "rsna-cpu") -> Path:
             shutil.copyfile(run_dir / file, dest / file)
     meta = read_model_meta(run_dir / "model.keras")
     meta.notes |= {
-        "name": name, "trained_on": "RSNA Pediatric Bone Age training set (paper's random split, train part)",
+        "name": name, "trained_on": trained_on,
         "attribution": f"Trained on RSNA challenge data; cite {RSNA_CITATION}. Use under the RSNA challenge's terms "
                        "(non-commercial research and education, with attribution).",
-        "results": "aebonet_lib/results/rsna-cpu", "run": run_dir.name}
+        "results": results, "run": run_dir.name}
     write_model_meta(dest / "model.keras", meta)
     return dest / "model.keras"
 
