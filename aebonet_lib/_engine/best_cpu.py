@@ -31,12 +31,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from aebonet_lib._engine import checkpoints, predict, trust
+from aebonet_lib._engine import checkpoints, predict
 from aebonet_lib._engine import runner as training
+from aebonet_lib._engine import trust
 from aebonet_lib._engine.files import read_json, write_json
 from aebonet_lib._engine.hardware import describe_machine
-from aebonet_lib._engine.records import git_state
 from aebonet_lib._engine.real import dataset_digest, log, record_wall_time
+from aebonet_lib._engine.records import git_state
 from aebonet_lib.config import Config, get_config
 from aebonet_lib.data.loading import BoneAgeData, load_data
 from aebonet_lib.errors import AebonetError
@@ -48,8 +49,8 @@ RULE = ("lowest MAE on the selection slice (a seeded 10 % of the training split)
         "for the winner only, after selection.json is written")
 # name: (the rsna-cpu preset's fields changed, what it tests). Every candidate: sex input, augmentation, from scratch.
 CANDIDATES: dict[str, tuple[dict, str]] = {
-    "narrow-40": ({"width": 0.125, "reg_num_epochs": 40}, "width 0.125 (8-128 filters), 40 epochs"),
-    "wide-20": ({"width": 0.25, "reg_num_epochs": 20}, "width 0.25 (16-256 filters), 20 epochs: the same time"),
+    "narrow-50": ({"width": 0.125, "reg_num_epochs": 50}, "width 0.125 (8-128 filters), 50 epochs"),
+    "wide-25": ({"width": 0.25, "reg_num_epochs": 25}, "width 0.25 (16-256 filters), 25 epochs: about the same time"),
 }
 EVAL_SPLITS = ("val", "test")
 
