@@ -53,6 +53,6 @@ def test_winner_is_the_lowest_selection_mae_and_is_tested_on_val_and_test(finish
 
 
 def test_choice_needs_every_candidate():
-    table = pd.DataFrame({"candidate": ["narrow-50"], "mae": [9.0]})
+    table = pd.DataFrame({"candidate": ["narrow-100"], "mae": [9.0]})
     with pytest.raises(AebonetError, match="not finished"):
         best_cpu.choose(table)

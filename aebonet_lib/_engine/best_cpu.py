@@ -49,8 +49,8 @@ RULE = ("lowest MAE on the selection slice (a seeded 10 % of the training split)
         "for the winner only, after selection.json is written")
 # name: (the rsna-cpu preset's fields changed, what it tests). Every candidate: sex input, augmentation, from scratch.
 CANDIDATES: dict[str, tuple[dict, str]] = {
-    "narrow-50": ({"width": 0.125, "reg_num_epochs": 50}, "width 0.125 (8-128 filters), 50 epochs"),
-    "wide-25": ({"width": 0.25, "reg_num_epochs": 25}, "width 0.25 (16-256 filters), 25 epochs: about the same time"),
+    "narrow-100": ({"width": 0.125, "reg_num_epochs": 100}, "width 0.125 (8-128 filters), 100 epochs"),
+    "wide-50": ({"width": 0.25, "reg_num_epochs": 50}, "width 0.25 (16-256 filters), 50 epochs: about the same time"),
 }
 EVAL_SPLITS = ("val", "test")
 
