@@ -165,3 +165,12 @@ def test_mean_predictor_is_the_one_floor_every_table_uses():
     result = metrics.mean_predictor(y, 40.0, n_boot=50)
     assert result["mae"] == pytest.approx((30 + 20 + 10 + 60) / 4) and result["y_mean"] == 40.0
     assert result["n"] == 4 and result["mae_ci95"][0] <= result["mae"] <= result["mae_ci95"][1]
+
+
+def test_bootstrap_p_value_is_small_far_from_zero_and_one_at_zero():
+    rng = np.random.default_rng(0)
+    far = rng.normal(5.0, 1.0, 999)
+    assert metrics.bootstrap_p_value(far, 5.0) == pytest.approx(1 / 1000, abs=0.002)
+    assert metrics.bootstrap_p_value(rng.normal(0.0, 1.0, 999), 0.0) == 1.0
+    near = rng.normal(1.0, 1.0, 999)  # observed one SD from zero: about 0.32 of resamples lie as far
+    assert 0.25 < metrics.bootstrap_p_value(near, 1.0) < 0.40

@@ -236,6 +236,12 @@ def bland_altman(y, y_hat) -> dict:
     }
 
 
+def bootstrap_p_value(boot: np.ndarray, observed: float) -> float:
+    """Return the two-sided bootstrap p-value of `observed`: how often a resample lies as far from it as it lies from 0."""
+    boot = np.asarray(boot, dtype=float)
+    return float((np.sum(np.abs(boot - observed) >= abs(observed)) + 1) / (len(boot) + 1))
+
+
 def paired_bootstrap(y, y_hat_a, y_hat_b, n_boot: int = 2000, seed: int = 0) -> dict:
     """Return MAE(a) - MAE(b) on the same images, its 95 % interval and a two-sided bootstrap p-value.
 
@@ -248,16 +254,16 @@ def paired_bootstrap(y, y_hat_a, y_hat_b, n_boot: int = 2000, seed: int = 0) -> 
     idx = resample_indices(len(y), n_boot, seed)
     differences = mae_rows(y[idx], y_hat_a[idx]) - mae_rows(y[idx], y_hat_b[idx])
     observed = mae(y, y_hat_a) - mae(y, y_hat_b)
-    extreme = np.sum(np.abs(differences - observed) >= abs(observed))
     return {
         "mae_a": mae(y, y_hat_a),
         "mae_b": mae(y, y_hat_b),
         "mae_difference": observed,
         "ci95": list(percentile_interval(differences)),
-        "p_value": float((extreme + 1) / (n_boot + 1)),
+        "p_value": bootstrap_p_value(differences, observed),
         "n": int(len(y)),
         "n_boot": int(n_boot),
     }
+
 
 def format_ci(value: float, low: float, high: float, digits: int = 1) -> str:
     """Return a figure with its interval, such as "7.9 (7.1-8.8)" (" to " when a bound is negative)."""

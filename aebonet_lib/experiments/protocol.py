@@ -279,7 +279,7 @@ def paired_difference(errors: pd.DataFrame, baseline_errors: pd.DataFrame, arm: 
     boot = metrics.two_level_bootstrap(difference, n_boot, seed)
     observed = float(difference.mean())
     low, high = metrics.percentile_interval(boot)
-    p_value = float((np.sum(np.abs(boot - observed) >= abs(observed)) + 1) / (n_boot + 1))
+    p_value = metrics.bootstrap_p_value(boot, observed)
     return {"difference": observed, "difference_ci_low": low, "difference_ci_high": high,
             "p_value": p_value, "finding": finding(low, high, arm, baseline)}
 
