@@ -97,7 +97,7 @@ def experiment_table(table: pd.DataFrame, baseline: str) -> pd.DataFrame:
         f"minus {baseline} (95% CI)": [format_ci(r.difference, r.difference_ci_low, r.difference_ci_high)
                                        for r in rows.itertuples()],
         "p": ["" if np.isnan(p) else f"{p:.3f}" if p >= 0.001 else "<0.001" for p in rows.p_value.astype(float)],
-        "beats the mean": rows.beats_mean_predictor.map({True: "yes", False: "no"}),
+        "beats the median": rows.beats_median_predictor.map({True: "yes", False: "no"}),
     })
     return shown.set_index(pd.MultiIndex.from_frame(rows[keys]) if len(keys) > 1 else rows[keys[0]])
 

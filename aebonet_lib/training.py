@@ -7,13 +7,13 @@ devices) is the engine's (`aebonet_lib._engine`); this module is the door a chap
 """
 
 from aebonet_lib._engine.checkpoints import read_state, run_finished, saved_config
-from aebonet_lib._engine.demo import demo_table, format_comparison, mean_baseline
+from aebonet_lib._engine.demo import demo_table, format_comparison, mean_baseline, median_baseline
 from aebonet_lib._engine.modelfiles import load_model, read_model_meta
 from aebonet_lib._engine.predict import evaluate, format_metrics, load_regressor, predict_images, split_index
 from aebonet_lib._engine.runner import label_scale, load_encoder, pretrain, train
 
 __all__ = [
     "demo_table", "evaluate", "format_comparison", "format_metrics", "label_scale", "load_encoder", "load_model",
-    "load_regressor", "mean_baseline", "predict_images", "pretrain", "read_model_meta", "read_state",
+    "load_regressor", "mean_baseline", "median_baseline", "predict_images", "pretrain", "read_model_meta", "read_state",
     "run_finished", "saved_config", "split_index", "train",
 ]

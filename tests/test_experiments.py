@@ -170,15 +170,15 @@ def test_label_efficiency_returns_one_row_per_fraction_and_arm(label_experiment)
     np.testing.assert_allclose(pretrained.difference, pretrained.mae - scratch.mae)
     assert scratch.difference.isna().all() and pretrained.difference.notna().all()
     assert pretrained.finding.isin(["pretrained lower MAE", "scratch lower MAE", "no clear difference"]).all()
-    assert (table.mean_predictor_mae > 0).all()
-    assert (table.beats_mean_predictor == (table.ci_high < table.mean_predictor_mae)).all()
+    assert (table.median_predictor_mae > 0).all()
+    assert (table.beats_median_predictor == (table.ci_high < table.median_predictor_mae)).all()
 
 
 def test_the_mean_predictor_floor_is_the_training_mean_on_the_test_images(label_experiment, module_cache, config):
     table, out = label_experiment
     data = load_data(TINY_DATA, 32, split=config.split, cache_root=module_cache, progress=False)
     y_train, y_test = (data.y[data.splits[name]] for name in ("train", "test"))
-    assert table.loc[(1.0, "scratch"), "mean_predictor_mae"] == pytest.approx(np.mean(np.abs(y_test - y_train.mean())))
+    assert table.loc[(1.0, "scratch"), "median_predictor_mae"] == pytest.approx(np.mean(np.abs(y_test - np.median(y_train))))
 
 
 def test_label_efficiency_writes_its_table_figure_and_runs(label_experiment):
@@ -256,7 +256,7 @@ def test_decoder_experiment(tmp_path, module_cache, config):
     assert list(table.pretrain_epochs) == [0, 1, 2]
     assert table.val_psnr.iloc[1:].notna().all() and np.isnan(table.loc["scratch", "val_psnr"])
     assert table.difference.iloc[1:].notna().all()
-    assert table.mean_predictor_mae.nunique() == 1 and table.beats_mean_predictor.dtype == bool
+    assert table.median_predictor_mae.nunique() == 1 and table.beats_median_predictor.dtype == bool
     for name in ("decoder.csv", "decoder.md", "decoder.png", "decoder_runs.csv"):
         assert (out / name).is_file(), name
     for stages, epochs in ((1, 1), (2, 2)):

@@ -174,3 +174,12 @@ def test_bootstrap_p_value_is_small_far_from_zero_and_one_at_zero():
     assert metrics.bootstrap_p_value(rng.normal(0.0, 1.0, 999), 0.0) == 1.0
     near = rng.normal(1.0, 1.0, 999)  # observed one SD from zero: about 0.32 of resamples lie as far
     assert 0.25 < metrics.bootstrap_p_value(near, 1.0) < 0.40
+
+
+def test_median_predictor_is_the_best_constant_under_mae():
+    y = np.random.default_rng(1).gamma(2.0, 30.0, 400)  # skewed ages: mean and median differ
+    median = metrics.median_predictor(y, np.median(y), n_boot=50)
+    assert median["mae"] == pytest.approx(np.mean(np.abs(y - np.median(y))))
+    assert median["mae"] < metrics.mean_predictor(y, y.mean(), n_boot=50)["mae"]
+    for shift in (-5.0, -0.5, 0.5, 5.0):
+        assert median["mae"] <= metrics.median_predictor(y, np.median(y) + shift, n_boot=50)["mae"]

@@ -140,13 +140,13 @@ def test_experiment_table_says_each_arm_in_words():
                           "mae": [20.04, 30.0], "ci_low": [18.0, 27.5], "ci_high": [22.0, 32.5],
                           "difference": [-9.96, np.nan], "difference_ci_low": [-12.0, np.nan],
                           "difference_ci_high": [-7.5, np.nan], "p_value": [0.0004, np.nan],
-                          "beats_mean_predictor": [True, False]}).set_index(["fraction", "arm"])
+                          "beats_median_predictor": [True, False]}).set_index(["fraction", "arm"])
     shown = results.experiment_table(table, "scratch")
     assert shown.index.names == ["labels used", "arm"]
     assert shown.loc[("25%", "pretrained"), "MAE, months (95% CI)"] == "20.0 (18.0-22.0)"
     assert shown.loc[("25%", "pretrained"), "minus scratch (95% CI)"] == "-10.0 (-12.0 to -7.5)"
     assert shown.loc[("25%", "pretrained"), "p"] == "<0.001"
-    assert shown.loc[("25%", "scratch"), "p"] == "" and shown.loc[("25%", "scratch"), "beats the mean"] == "no"
+    assert shown.loc[("25%", "scratch"), "p"] == "" and shown.loc[("25%", "scratch"), "beats the median"] == "no"
 
 
 RUN_TABLES = ["rsna-cpu/runs.csv", "phantom/sim2real.csv", "phantom/label_efficiency.csv",

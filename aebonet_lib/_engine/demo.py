@@ -26,6 +26,11 @@ def mean_baseline(data: BoneAgeData, n_boot: int = 2000, seed: int = 0) -> dict:
     return metrics.mean_predictor(data.y[data.splits["test"]], np.nanmean(data.y[data.splits["train"]]), n_boot, seed)
 
 
+def median_baseline(data: BoneAgeData, n_boot: int = 2000, seed: int = 0) -> dict:
+    """Return the test metrics of predicting the training split's median bone age (the best constant under MAE)."""
+    return metrics.median_predictor(data.y[data.splits["test"]], np.nanmedian(data.y[data.splits["train"]]), n_boot, seed)
+
+
 def demo_table(results: dict[str, dict]) -> pd.DataFrame:
     """Return one row per model: test MAE and MSE (months) with their 95 % bootstrap intervals."""
     rows = [{"model": name, "mae": r["mae"], "mae_low": r["mae_ci95"][0], "mae_high": r["mae_ci95"][1],

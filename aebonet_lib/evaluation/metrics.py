@@ -155,6 +155,12 @@ def mean_predictor(y, train_mean: float, n_boot: int = 2000, seed: int = 0) -> d
     return summarize(y, np.full(len(y), float(train_mean)), n_boot=n_boot, seed=seed) | {"y_mean": float(train_mean)}
 
 
+def median_predictor(y, train_median: float, n_boot: int = 2000, seed: int = 0) -> dict:
+    """Return the metrics of predicting the training labels' median age for every child: the best constant under MAE."""
+    y = as_vector(y, "y (true ages)")
+    return summarize(y, np.full(len(y), float(train_median)), n_boot=n_boot, seed=seed) | {"y_median": float(train_median)}
+
+
 def age_band(y) -> np.ndarray:
     """Return the AGE_BANDS label of each age in months (OUTSIDE_BANDS beyond 0-228 months)."""
     y = as_vector(y, "y (true ages)")

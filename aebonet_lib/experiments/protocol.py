@@ -17,8 +17,8 @@ With several seeds, an arm's MAE is the mean over seeds of each test image's abs
 error; its 95 % interval and the paired difference are bootstrapped over the test images
 (the seeds held fixed), and `seed_mae_min` / `seed_mae_max` show how much the seeds differ.
 Every table also gives the MAE of predicting the training images' mean age for every child
-(`mean_predictor_mae`) and whether an arm's whole interval lies below it
-(`beats_mean_predictor`): a difference between two arms that do not beat it says little.
+(`median_predictor_mae`) and whether an arm's whole interval lies below it
+(`beats_median_predictor`): a difference between two arms that do not beat it says little.
 """
 
 from __future__ import annotations
@@ -216,15 +216,18 @@ def fine_tune_and_test(data: BoneAgeData, config: Config, run_dir: Path, encoder
     return read_json(run_dir / "metrics.json")
 
 
-def mean_predictor_mae(data: BoneAgeData, train_index: np.ndarray) -> float:
-    """Return the test MAE of predicting the mean age of the given training images for every child: the floor to beat."""
-    return metrics.mean_predictor(data.y[data.splits["test"]], np.mean(data.y[train_index]))["mae"]
+def median_predictor_mae(data: BoneAgeData, train_index: np.ndarray) -> float:
+    """Return the test MAE of predicting the median age of the given training images for every child: the floor to beat.
+
+    The median is the best constant under MAE: no fixed guess scores lower on the training images.
+    """
+    return metrics.median_predictor(data.y[data.splits["test"]], np.median(data.y[train_index]))["mae"]
 
 
 def with_floor(table: pd.DataFrame, floor) -> pd.DataFrame:
-    """Add the mean predictor's MAE and whether each arm's whole 95 % interval lies below it (beats predicting the mean)."""
-    table = table.assign(mean_predictor_mae=floor)
-    return table.assign(beats_mean_predictor=table.ci_high < table.mean_predictor_mae)
+    """Add the median predictor's MAE and whether each arm's whole 95 % interval lies below it (beats the median)."""
+    table = table.assign(median_predictor_mae=floor)
+    return table.assign(beats_median_predictor=table.ci_high < table.median_predictor_mae)
 
 
 def run_record(run_dir: Path, result: dict, root: Path) -> dict:
@@ -357,7 +360,7 @@ def format_table(table: pd.DataFrame) -> str:
         "difference (95% CI)": [metrics.format_ci(r.difference, r.difference_ci_low, r.difference_ci_high)
                                 for r in table.itertuples()],
         "finding": table.finding,
-        "predicting the mean": table.mean_predictor_mae.round(1),
+        "predicting the median": table.median_predictor_mae.round(1),
     })
     keys = [c for c in ("fraction", "n_labels", "arm") if c in table.columns]
     return pd.concat([table[keys], shown], axis=1).to_string(index=False)

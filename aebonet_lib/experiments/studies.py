@@ -32,7 +32,7 @@ from aebonet_lib.experiments.protocol import (
     get_budget,
     label_run_dir,
     label_subset,
-    mean_predictor_mae,
+    median_predictor_mae,
     own_pretrain_epochs,
     plot_arms,
     pretrain_folder,
@@ -63,7 +63,7 @@ def label_efficiency_runs(data: BoneAgeData, config: Config, encoder: Path, budg
         rows.append({"fraction": fraction, "n_labels": len(subset), "seed": seed, "arm": arm,
                      "steps": num_epochs * steps_per_epoch(len(subset), config.reg_batch_size),
                      **run_record(run_dir, result, runs_dir.parent),
-                     "mean_predictor_mae": mean_predictor_mae(data, subset)})
+                     "median_predictor_mae": median_predictor_mae(data, subset)})
     return pd.DataFrame(rows)
 
 
@@ -75,9 +75,9 @@ def label_efficiency_table(runs: pd.DataFrame, runs_dir: Path, n_boot: int, seed
         part = comparison_table(arms, SCRATCH, n_boot, seed)
         first = group.iloc[0]
         part = part.assign(fraction=fraction, n_labels=first.n_labels, epochs=first.epochs, steps=first.steps)
-        parts.append(with_floor(part, group.mean_predictor_mae.mean()))
+        parts.append(with_floor(part, group.median_predictor_mae.mean()))
     table = pd.concat(parts, ignore_index=True)
-    columns = ["n_labels", "epochs", "steps", *COMPARISON_COLUMNS[1:], "mean_predictor_mae", "beats_mean_predictor"]
+    columns = ["n_labels", "epochs", "steps", *COMPARISON_COLUMNS[1:], "median_predictor_mae", "beats_median_predictor"]
     return table.set_index(["fraction", "arm"])[columns]
 
 
@@ -97,8 +97,8 @@ def label_efficiency(source: str = "phantom", preset: str = "cpu", fractions: tu
     seeded random subset for the same gradient steps (module docstring), validated on the
     whole val split and tested on the same test images. Returns one row per (fraction, arm):
     MAE with its 95 % interval, on the pretrained rows MAE(pretrained) - MAE(scratch)
-    with its paired-bootstrap interval, and the MAE of predicting the labelled images' mean
-    age for every child (`mean_predictor_mae`, the floor a regressor must beat). With out_dir, writes label_efficiency.{csv,md,png,json}
+    with its paired-bootstrap interval, and the MAE of predicting the labelled images' median
+    age for every child (`median_predictor_mae`, the floor a regressor must beat). With out_dir, writes label_efficiency.{csv,md,png,json}
     and label_efficiency_runs.{csv,md} (one row per run) beside runs/.
     """
     config, budget = setup(preset, config, {"fractions": fractions, "num_seeds": num_seeds, "steps": steps,
@@ -147,7 +147,7 @@ def sex_input_experiment(source: str = "phantom", preset: str = "cpu", num_seeds
         arms = {WITHOUT_SEX: False, WITH_SEX: True}
         runs = seeded_runs(data, config, encoder, arms, budget.num_seeds, num_epochs, folder / "runs", n_boot, progress)
         table = comparison_table(run_dirs_by_arm(runs, folder), WITHOUT_SEX, n_boot, config.seed).set_index("arm")
-        table = with_floor(table, mean_predictor_mae(data, data.splits["train"]))
+        table = with_floor(table, median_predictor_mae(data, data.splits["train"]))
         if out_dir is not None:
             fig = plot_arms(table.reset_index(), "AE-BoNet with and without the sex input")
             write_results(folder, "sex_input", table, fig, runs.set_index(["arm", "seed"]),
@@ -271,7 +271,7 @@ def decoder_experiment(source: str = "phantom", preset: str = "cpu", decoders: t
         num_epochs = num_epochs or full_data_epochs(budget, config, data)
         runs = decoder_runs(data, config, variants, budget.num_seeds, num_epochs, folder / "runs", n_boot, progress)
         table = with_floor(decoder_table(runs, variants, folder, n_boot, config.seed),
-                           mean_predictor_mae(data, data.splits["train"]))
+                           median_predictor_mae(data, data.splits["train"]))
         if out_dir is not None:
             fig = plot_arms(table.reset_index(), "Decoder variant and pretraining length against downstream MAE")
             write_results(folder, "decoder", table, fig, runs.set_index(["arm", "seed"]),
