@@ -56,3 +56,12 @@ def test_choice_needs_every_candidate():
     table = pd.DataFrame({"candidate": ["narrow-100"], "mae": [9.0]})
     with pytest.raises(AebonetError, match="not finished"):
         best_cpu.choose(table)
+
+
+def test_cli_refuses_the_phantom_and_other_presets(tmp_path, capsys):
+    from aebonet_lib._engine.cli import main
+
+    assert main(["experiment", "best-cpu", "--out", str(tmp_path / "x")]) == 2
+    assert "needs real radiographs" in capsys.readouterr().err
+    assert main(["experiment", "best-cpu", "--data", str(tmp_path), "--preset", "cpu", "--out", str(tmp_path / "x")]) == 2
+    assert not (tmp_path / "x").exists()
