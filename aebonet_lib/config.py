@@ -134,15 +134,19 @@ class Config:
 
 PRESETS: dict[str, Config] = {
     "paper": Config(name="paper"),
+    # phantom_n and reg_num_epochs: 3,000 phantoms for 8 epochs (about 1,050 steps), not 1,500 for 15 (the same
+    # steps), because on 1,500 the control from scratch learnt nothing in those steps: test MAE 34.8 (31.5-38.2)
+    # against 34.6 for predicting the median; on 3,000 it scores 28.0 (26.0-30.1) against 32.6, and AE-BoNet
+    # 20.0 (18.6-21.5) (seed 0, measured 2026-12-07 on this course's 2-core CPU).
     "cpu": Config(
         name="cpu",
         image_size=64,
-        phantom_n=1500,
+        phantom_n=3000,
         split=(0.7, 0.15, 0.15),
         width=0.25,
         ae_stages=(2, 2, 1, 1, 1),
         ae_batch_size=16,
-        reg_num_epochs=15,
+        reg_num_epochs=8,
         reg_batch_size=16,
         reduce_lr_patience=2,
         scale_output=True,
