@@ -106,7 +106,7 @@ def as_uint8(image: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(image), 0, 255).astype(np.uint8)
 
 
-def prediction_shift(pack_file: Path, data_source: str, model: str = "rsna-cpu", split: int = 1) -> dict:
+def prediction_shift(pack_file: Path, data_source: str, model: str = "rsna-cpu-paper", split: int = 1) -> dict:
     """Return a trained model's MAE on one split's original and packed images, and how far its predictions move."""
     from aebonet_lib._engine.predict import load_regressor, predict_arrays, resolve_model
     from aebonet_lib.data.preprocess import resize_pad

@@ -264,7 +264,8 @@ def test_help_and_notice_separate_the_code_licence_from_the_rsna_terms(capsys):
     assert "not for clinical use" in capsys.readouterr().out.lower()
     notice = (REPO / "NOTICE").read_text()
     assert "MIT" in notice and "Halabi" in notice and "non-commercial" in notice
-    for listed in ("aebonet_lib/pretrained/rsna-cpu/", "aebonet_lib/results/rsna-cpu/"):
+    for listed in ("aebonet_lib/pretrained/rsna-cpu/", "aebonet_lib/pretrained/rsna-cpu-paper/",
+                   "aebonet_lib/results/rsna-cpu/", "aebonet_lib/results/best-cpu/"):
         assert listed in notice and (REPO / listed).is_dir()
     assert "not for clinical use" in (REPO / "README.md").read_text().lower()
 

@@ -192,7 +192,9 @@ def test_shipped_models_load_without_the_keys_only_newer_keras_knows():
         for path in sorted((predict.PRETRAINED_DIR / name).glob("*.keras")):
             model, _ = modelfiles.load_model(path)
             older = modelfiles._load_for_older_keras(path)
-            x = np.random.default_rng(0).random((2, *model.inputs[0].shape[1:]), dtype="float32")
+            rng = np.random.default_rng(0)   # every input the model has (the image, and the sex where it takes one)
+            x = [rng.random((2, *tensor.shape[1:]), dtype="float32") for tensor in model.inputs]
+            x = x[0] if len(x) == 1 else x
             np.testing.assert_allclose(older.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-6)
 
 
