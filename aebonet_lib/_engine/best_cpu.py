@@ -21,20 +21,18 @@ processes with `--part K/N`; a last call without `--part` selects, tests and col
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import shutil
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from aebonet_lib._engine import checkpoints, predict
 from aebonet_lib._engine import runner as training
 from aebonet_lib._engine import trust
 from aebonet_lib._engine.files import read_json, write_json
+from aebonet_lib._engine.grid import holdout_split
 from aebonet_lib._engine.hardware import describe_machine
 from aebonet_lib._engine.real import dataset_digest, log, record_wall_time
 from aebonet_lib._engine.records import git_state
@@ -57,10 +55,7 @@ EVAL_SPLITS = ("val", "test")
 
 def selection_split(data: BoneAgeData, seed: int = SELECTION_SEED) -> BoneAgeData:
     """Return the data with a seeded SELECTION slice of its training split as "val" and the rest as "train"."""
-    train = np.asarray(data.splits["train"])
-    order = np.random.default_rng(seed).permutation(train)
-    n_out = round(SELECTION * len(train))
-    return dataclasses.replace(data, splits={"train": np.sort(order[n_out:]), "val": np.sort(order[:n_out])})
+    return holdout_split(data, seed, SELECTION)
 
 
 def candidate_config(name: str, base: Config) -> Config:
@@ -180,9 +175,8 @@ def write_results(out: Path, table: pd.DataFrame, winner: str, results: dict[str
     histories = [pd.read_csv(out / "runs" / name / "history.csv").assign(candidate=name)
                  for name in table["candidate"] if (out / "runs" / name / "history.csv").is_file()]
     pd.concat(histories).to_csv(folder / "history.csv", index=False)
-    provenance = read_json(out / "provenance.json") | {"selection": read_json(out / "selection.json"),
-                                                       "collected_commit": git_state()["commit"]}
-    (folder / "provenance.json").write_text(json.dumps(provenance, indent=1, default=str) + "\n")
+    write_json(folder / "provenance.json", read_json(out / "provenance.json")
+               | {"selection": read_json(out / "selection.json"), "collected_commit": git_state()["commit"]})
     return folder
 
 

@@ -100,11 +100,11 @@ def get_plan(preset: str, **overrides) -> GridPlan:
 # The held-out slice and pretraining
 
 
-def holdout_split(data: BoneAgeData, seed: int) -> BoneAgeData:
-    """Return the data with a seeded HOLDOUT slice of its training split as "val" and the rest as "train"."""
+def holdout_split(data: BoneAgeData, seed: int, fraction: float = HOLDOUT) -> BoneAgeData:
+    """Return the data with a seeded slice (`fraction`) of its training split as "val" and the rest as "train"."""
     train = np.asarray(data.splits["train"])
     order = np.random.default_rng(seed).permutation(train)
-    n_out = max(1, round(HOLDOUT * len(train)))
+    n_out = max(1, round(fraction * len(train)))
     return dataclasses.replace(data, splits={"train": np.sort(order[n_out:]), "val": np.sort(order[:n_out])})
 
 

@@ -259,8 +259,8 @@ def best_cpu_row(held_out: str, folder: Path = BEST_CPU) -> str | None:
         return None
     runs = pd.read_csv(folder / "runs.csv").set_index("split")
     chosen = pd.read_csv(folder / "selection.csv").query("chosen").iloc[0]
-    config = read_json(folder / "provenance.json")["config"]
-    cpus = read_json(folder / "provenance.json")["machine"]["available_cpus"]
+    provenance = read_json(folder / "provenance.json")
+    config, cpus = provenance["config"], provenance["machine"]["available_cpus"]
     maes = " / ".join(f"{runs.loc[s, 'mae']:.1f} ({runs.loc[s, 'mae_low']:.1f}-{runs.loc[s, 'mae_high']:.1f})"
                       for s in ("test", "val"))
     recipe = (f"{config['image_size']} px, width {chosen['width']:g}, {chosen['reg_num_epochs']} epochs, sex input, "
