@@ -12,10 +12,12 @@
 `report` prints the realism table (`aebonet_lib._engine.realism`): phantom and real on the same
 measures. `table` does it for both styles and, with `--before` (a worktree of an older commit,
 `git worktree add /tmp/old-phantom fdbc06e`), for the phantom as it was there. `sim2real` tests a model trained only on phantoms on the real validation split (the
-paper's split of ../shared/rsna_bone_age_256, 2,323 images) beside the mean predictor.
+paper's split of ../shared/rsna_bone_age_256, 2,323 images) beside the median predictor.
 `train` trains a model on the phantoms of PHANTOM_DIR only (written by `aebonet phantom`) and tests
-it on the real validation and test splits (`aebonet_lib._engine.sim2real`), writing DIR/sim2real.json;
-`collect` turns several such folders into one table (results/phantom/sim2real.csv).
+it on the real training (the selection set), test and validation splits (`aebonet_lib._engine.sim2real`),
+writing DIR/sim2real.json and DIR/predictions.csv.gz;
+`collect` turns several such folders into one table (results/phantom/sim2real.csv) and names the
+recipe chosen on the real training split (`sim2real.choose`: lowest MAE there, averaged over seeds).
 `pretraining` tests chapter 7's three arms (autoencoder pretrained on phantoms, on the real images,
 not at all) on the real validation and test splits (results/phantom/label_efficiency.csv).
 `finetune` fine-tunes AE-BoNet from an encoder (say, pretrained on phantoms) on a fraction of the
@@ -89,7 +91,7 @@ def table(n: int, before: Path | None, real_dir: Path):
 
 
 def sim2real(model_path: Path, real_dir: Path, name: str) -> dict:
-    """Return the MAE (95 % CI) of any regressor on the real validation and test splits, beside the mean predictor.
+    """Return the MAE (95 % CI) of any regressor on the real training, test and validation splits, beside the median predictor.
 
     The result has the layout of `experiments.sim2real.run` (no recipe), so that `collect` puts a
     model trained on real labels beside the phantom-trained ones as a reference.
@@ -234,8 +236,9 @@ def main() -> None:
         from aebonet_lib._engine import sim2real as sim2real_lib
 
         result = sim2real_lib.collect(args.folders)
-        print(result[["name", "split", "mae", "mean_predictor_mae", "minus_mean_predictor", "minus_low", "minus_high",
-                      "corr_with_age"]].to_string(float_format=lambda x: f"{x:.2f}"))
+        print(result[["name", "split", "mae", "median_predictor_mae", "minus_median_predictor", "minus_low",
+                      "minus_high", "corr_with_age"]].to_string(float_format=lambda x: f"{x:.2f}"))
+        print(f"chosen on the real training split: {sim2real_lib.choose(result)}")
         write_csv(result, args.out)
         return
     if args.what == "train":

@@ -1,12 +1,14 @@
-"""Sim-to-real: train on phantoms only, test on another set, beside the mean predictor (experiments.sim2real)."""
+"""Sim-to-real: train on phantoms only, test on another set, beside the median predictor (_engine.sim2real)."""
 
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from aebonet_lib import phantom
 from aebonet_lib._engine import sim2real
+from aebonet_lib.errors import AebonetError
 
 pytestmark = pytest.mark.usefixtures("module_cache")
 
@@ -28,12 +30,31 @@ def test_train_on_phantoms_and_test_on_another_set(tmp_path):
     for split in sim2real.SPLITS:
         row = result[split]
         assert row["n"] > 0 and np.isfinite(row["mae"]) and row["ci_low"] <= row["mae"] <= row["ci_high"]
-        assert row["minus_low"] <= row["minus_mean_predictor"] <= row["minus_high"]
-        assert abs(row["mae"] - row["mean_predictor_mae"] - row["minus_mean_predictor"]) < 1e-3
+        assert row["minus_low"] <= row["minus_median_predictor"] <= row["minus_high"]
+        assert abs(row["mae"] - row["median_predictor_mae"] - row["minus_median_predictor"]) < 1e-3
+    predictions = pd.read_csv(tmp_path / "out" / "predictions.csv.gz", dtype={"id": str})
+    assert list(predictions.split.unique()) == list(sim2real.SPLITS)
+    train_ages = predictions[predictions.split == "train"].y
+    test = predictions[predictions.split == "test"]
+    assert np.isclose(result["test"]["median_predictor_mae"], np.mean(np.abs(test.y - np.median(train_ages))), atol=1e-3)
+    assert np.isclose(result["test"]["mae"], np.mean(np.abs(test.y - test.y_hat)), atol=1e-3)
+    assert "commit" in result and "dirty" in result
     table = sim2real.collect([tmp_path / "out"])
     assert list(table.split) == list(sim2real.SPLITS) and set(table.name) == {result["name"]}
     assert table.clahe.all() and table.augment.all() and set(table["style"]) == {"registered"}
     assert sim2real.describe(next(table.itertuples())) == "AE-BoNet, cpu, registered phantoms, equalised, augmented"
+
+
+def test_choose_takes_the_lowest_training_split_mae_over_seeds_and_never_reads_val_or_test():
+    rows = [("scratch-s0", "train", 30.0), ("scratch-s1", "train", 40.0),      # scratch: 35 on average
+            ("aebonet-s0", "train", 33.0), ("aebonet-s1", "train", 34.0),      # aebonet: 33.5, the lowest
+            ("aebonet-s0", "test", 90.0), ("scratch-s0", "val", 1.0),          # val and test must not count
+            ("real-labels", "train", 5.0)]                                     # no recipe: not a candidate
+    table = pd.DataFrame(rows, columns=["name", "split", "mae"]).assign(preset="rsna-class")
+    table.loc[table.name == "real-labels", "preset"] = None
+    assert sim2real.choose(table) == "aebonet"
+    with pytest.raises(AebonetError, match="training split"):
+        sim2real.choose(table[table.split != "train"])
 
 
 @pytest.mark.skipif(not sim2real.RESULTS_CSV.is_file(), reason="no shipped sim2real table")
