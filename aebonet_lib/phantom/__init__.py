@@ -11,7 +11,8 @@ framing, exposure), never the bone age. Chapter 0 generates the dataset; chapter
     anatomy    the bones' outlines in millimetres;  hand: the whole hand as a scene
     styles     registered and raw framing;  radiograph: the physics of the image, render, regions
     dataset    make_dataset, write_dataset (and its record of each image's regions: read_record)
-    realism    phantom vs real
+
+Phantom against real radiographs is measured by the machinery (`_engine.realism`, chapter 2).
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from aebonet_lib._engine.realism import realism_report as report
 from aebonet_lib.phantom.children import (
     AVERAGE_CHILD,
     READER_SD_MONTHS,
@@ -76,7 +76,3 @@ def source_digest() -> str:
         digest.update(path.name.encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()[:8]
 
-
-def realism_report(*args, **kwargs):
-    """Measure phantom against real radiographs (see `realism.realism_report`); imported on use."""
-    return report(*args, **kwargs)
