@@ -39,7 +39,16 @@ from aebonet_lib._engine.rsna_results import (
     paired,
     run_metrics,
 )
-from aebonet_lib._engine.sim2real import Recipe, describe, read_pretraining, read_results
+from aebonet_lib._engine.sim2real import (
+    Recipe,
+    choose,
+    describe,
+    pooled,
+    read_predictions,
+    read_pretraining,
+    read_results,
+    recipe_of,
+)
 from aebonet_lib.config import PRESETS
 from aebonet_lib.errors import AebonetError
 from aebonet_lib.evaluation.metrics import format_ci

@@ -5,7 +5,7 @@
     .venv/bin/python benchmarks/phantom_realism.py sim2real MODEL [--name NAME] [--real DIR] [--out FILE.json]
     .venv/bin/python benchmarks/phantom_realism.py train PHANTOM_DIR --out DIR [--preset rsna-class] [--pretrain]
         [--normalize] [--clahe] [--augment] [--seed S] [--n 3000 --style raw] [--real DIR]
-    .venv/bin/python benchmarks/phantom_realism.py collect DIR [DIR ...] --out FILE.csv
+    .venv/bin/python benchmarks/phantom_realism.py collect DIR [DIR ...] --out FILE.csv   (and FILE_predictions.csv.gz)
     .venv/bin/python benchmarks/phantom_realism.py pretraining --phantom-runs RUNS --real-runs RUNS --out FILE.csv
     .venv/bin/python benchmarks/phantom_realism.py finetune ENCODER --fraction F --runs DIR [--real DIR]
 
@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from aebonet_lib._engine import realism
+from aebonet_lib._engine.files import atomic_write
 
 PRESET = "rsna-cpu"
 
@@ -240,6 +241,9 @@ def main() -> None:
                       "minus_high", "corr_with_age"]].to_string(float_format=lambda x: f"{x:.2f}"))
         print(f"chosen on the real training split: {sim2real_lib.choose(result)}")
         write_csv(result, args.out)
+        predictions = sim2real_lib.collect_predictions(args.folders)
+        with atomic_write(args.out.with_name(args.out.stem + "_predictions.csv.gz"), "wb") as f:
+            predictions.to_csv(f, index=False, compression="gzip", float_format="%.2f")
         return
     if args.what == "train":
         from aebonet_lib._engine import sim2real as sim2real_lib

@@ -57,6 +57,30 @@ def test_choose_takes_the_lowest_training_split_mae_over_seeds_and_never_reads_v
         sim2real.choose(table[table.split != "train"])
 
 
+def test_pooled_scores_a_recipe_over_its_seeds_against_the_training_median():
+    rng = np.random.default_rng(3)
+    train = pd.DataFrame({"split": "train", "id": [f"t{i}" for i in range(50)], "y": rng.uniform(0, 200, 50)})
+    test_ids, test_y = [f"x{i}" for i in range(40)], rng.uniform(0, 200, 40)
+    frames = []
+    for seed, noise in ((0, 5.0), (1, 30.0)):
+        frames.append(train.assign(name=f"aebonet-s{seed}", y_hat=train.y))
+        frames.append(pd.DataFrame({"name": f"aebonet-s{seed}", "split": "test", "id": test_ids, "y": test_y,
+                                    "y_hat": test_y + rng.normal(0, noise, 40)}))
+    frames.append(train.assign(name="scratch-s0", y_hat=0.0))  # another recipe: must not count
+    predictions = pd.concat(frames, ignore_index=True)
+    result = sim2real.pooled(predictions, "aebonet", "test", n_boot=300)
+    tested = predictions[(predictions.split == "test")]
+    assert result["seeds"] == 2 and result["n"] == 40
+    assert np.isclose(result["mae"], np.mean(np.abs(tested.y - tested.y_hat)))
+    floor = np.mean(np.abs(test_y - np.median(train.y)))
+    assert np.isclose(result["median_predictor_mae"], floor)
+    assert np.isclose(result["minus_median_predictor"], result["mae"] - floor)
+    assert result["mae_low"] < result["mae"] < result["mae_high"]
+    assert result["minus_median_predictor_low"] < result["minus_median_predictor"] < result["minus_median_predictor_high"]
+    with pytest.raises(AebonetError, match="no predictions"):
+        sim2real.pooled(predictions, "masked", "test")
+
+
 @pytest.mark.skipif(not sim2real.RESULTS_CSV.is_file(), reason="no shipped sim2real table")
 def test_shipped_table_holds_both_real_splits_for_each_run():
     table = sim2real.read_results()

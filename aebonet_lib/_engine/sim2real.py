@@ -40,6 +40,7 @@ from aebonet_lib.evaluation import metrics
 SPLITS = ("train", "test", "val")  # train: the selection set (no phantom-trained model learns from it)
 RESULTS = Path(__file__).resolve().parents[1] / "results" / "phantom"
 RESULTS_CSV = RESULTS / "sim2real.csv"  # benchmarks/phantom_realism.py train ..., then collect
+PREDICTIONS_CSV = RESULTS / "sim2real_predictions.csv.gz"  # written by the same collect
 PRETRAINING_CSV = RESULTS / "label_efficiency.csv"  # chapter 7's third arm: pretrained on phantoms, fine-tuned on real labels
 
 
@@ -183,9 +184,41 @@ def collect(paths: list[str | Path]) -> pd.DataFrame:
     return table[first + [c for c in table.columns if c not in first]]
 
 
+def collect_predictions(paths: list[str | Path]) -> pd.DataFrame:
+    """Return the per-image predictions of several run folders (each holding predictions.csv.gz), with the run's name."""
+    folders = [Path(p) for p in paths if (Path(p) / "predictions.csv.gz").is_file()]
+    frames = [pd.read_csv(folder / "predictions.csv.gz", dtype={"id": str})
+              .assign(name=read_json(folder / "sim2real.json")["name"]) for folder in folders]
+    return pd.concat(frames, ignore_index=True)[["name", "split", "id", "y", "y_hat"]]
+
+
+def pooled(predictions: pd.DataFrame, recipe: str, split: str, n_boot: int = 2000, seed: int = 0) -> dict:
+    """Return a recipe's MAE on a split over all its seeds, and its MAE minus the median predictor's, each with a
+    95 % interval that resamples seeds and images together (metrics.two_level_bootstrap)."""
+    rows = predictions[(predictions.name.map(recipe_of) == recipe) & (predictions.split == split)]
+    if rows.empty:
+        raise AebonetError(f"no predictions of recipe {recipe!r} on the {split} split: collect its runs first")
+    median = float(np.median(predictions[(predictions.split == "train")].drop_duplicates("id").y))
+    wide = rows.pivot(index="name", columns="id", values="y_hat")
+    y = rows.drop_duplicates("id").set_index("id").y[wide.columns].to_numpy()
+    errors = np.abs(wide.to_numpy() - y)
+    gains = errors - np.abs(median - y)
+    result = {"recipe": recipe, "split": split, "seeds": len(wide), "n": len(y),
+              "median_predictor_mae": float(np.mean(np.abs(median - y)))}
+    for name, values in (("mae", errors), ("minus_median_predictor", gains)):
+        low, high = np.percentile(metrics.two_level_bootstrap(values, n_boot, seed), [2.5, 97.5])
+        result |= {name: float(values.mean()), f"{name}_low": float(low), f"{name}_high": float(high)}
+    return result
+
+
 def read_results(path: str | Path = RESULTS_CSV) -> pd.DataFrame:
     """Return the shipped sim-to-real table (results/phantom/sim2real.csv)."""
     return pd.read_csv(path)
+
+
+def read_predictions(path: str | Path = PREDICTIONS_CSV) -> pd.DataFrame:
+    """Return the shipped per-image predictions of the sim-to-real runs (results/phantom/sim2real_predictions.csv.gz)."""
+    return pd.read_csv(path, dtype={"id": str})
 
 
 def read_pretraining(path: str | Path = PRETRAINING_CSV) -> pd.DataFrame:
