@@ -163,12 +163,12 @@ def test_phantom_grid(tmp_path):
 
 def test_sim2real_figure_has_a_panel_per_split_and_a_row_per_model(tmp_path):
     rows = [{"name": name, "preset": preset, "split": split, "mae": mae, "ci_low": mae - 1, "ci_high": mae + 1,
-             "mean_predictor_mae": 33.0}
+             "median_predictor_mae": 33.0}
             for name, preset, mae in (("phantom model", "rsna-class", 31.0), ("real model", None, 18.0))
             for split in ("val", "test")]
     fig = plots.plot_sim2real(pd.DataFrame(rows))
     assert len(fig.axes) == 2 and [t.get_text() for t in fig.axes[0].get_yticklabels()] == ["phantom model", "real model"]
-    assert "predicting the mean (33.0)" in fig.axes[1].get_xlabel()
+    assert "predicting the median (33.0)" in fig.axes[1].get_xlabel()
     plots.save_figure(fig, tmp_path / "sim2real.png")
     assert (tmp_path / "sim2real.png").stat().st_size > 0
 

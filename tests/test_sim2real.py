@@ -82,8 +82,21 @@ def test_pooled_scores_a_recipe_over_its_seeds_against_the_training_median():
 
 
 @pytest.mark.skipif(not sim2real.RESULTS_CSV.is_file(), reason="no shipped sim2real table")
-def test_shipped_table_holds_both_real_splits_for_each_run():
+def test_shipped_table_scores_every_run_on_three_real_splits_from_a_clean_commit():
     table = sim2real.read_results()
-    assert set(table.split) == set(sim2real.SPLITS)
-    assert (table.groupby("name").split.count() == 2).all()
-    assert (table.mean_predictor_mae > 25).all() and table.corr_with_age.between(-1, 1).all()
+    assert all(list(splits) == list(sim2real.SPLITS) for splits in table.groupby("name").split.apply(list))
+    assert (table.median_predictor_mae > 25).all() and table.corr_with_age.between(-1, 1).all()
+    assert table.commit.str.fullmatch("[0-9a-f]{40}").all() and not table.dirty.any()
+    assert table.command.str.startswith("benchmarks/phantom_realism.py train").all()
+    seeds = table[table.split == "train"].groupby(table.name.map(sim2real.recipe_of)).seed.nunique()
+    assert len(seeds) >= 4 and (seeds >= 3).all()
+
+
+@pytest.mark.skipif(not sim2real.PREDICTIONS_CSV.is_file(), reason="no shipped sim2real predictions")
+def test_shipped_predictions_reproduce_the_table():
+    table = sim2real.read_results().set_index(["name", "split"])
+    predictions = sim2real.read_predictions()
+    assert set(predictions.name) == set(table.index.get_level_values("name"))
+    for (name, split), rows in predictions.groupby(["name", "split"]):
+        assert np.isclose(np.mean(np.abs(rows.y - rows.y_hat)), table.loc[(name, split), "mae"], atol=0.01)
+        assert len(rows) == table.loc[(name, split), "n"]

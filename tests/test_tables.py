@@ -149,7 +149,7 @@ def test_experiment_table_says_each_arm_in_words():
     assert shown.loc[("25%", "scratch"), "p"] == "" and shown.loc[("25%", "scratch"), "beats the median"] == "no"
 
 
-RUN_TABLES = ["rsna-cpu/runs.csv", "phantom/sim2real.csv", "phantom/label_efficiency.csv",
+RUN_TABLES = ["rsna-cpu/runs.csv", "phantom/sim2real.csv", "phantom/sim2real_v1.csv", "phantom/label_efficiency.csv",
               "phantom/label_efficiency_v1.csv", "label_efficiency/runs.csv"]
 
 

@@ -285,10 +285,11 @@ def plot_label_efficiency(df: pd.DataFrame) -> Figure:
 
 
 def plot_sim2real(table: pd.DataFrame) -> Figure:
-    """Draw each model's MAE on real radiographs (95 % CI) per split, beside the mean predictor (chapter 7, sim-to-real).
+    """Draw each model's MAE on real radiographs (95 % CI) per split, beside the median predictor (chapter 7, sim-to-real).
 
-    `table` has one row per model and split (_engine.sim2real.collect); rows without a
-    preset are models trained on real labels, drawn in another colour as the reference.
+    `table` has one row per model and split with `mae`, `ci_low`, `ci_high` and
+    `median_predictor_mae` (_engine.sim2real); rows without a preset are models trained on
+    real labels, drawn in another colour as the reference.
     """
     set_style()
     splits = list(dict.fromkeys(table.split))
@@ -301,9 +302,9 @@ def plot_sim2real(table: pd.DataFrame) -> Figure:
             color = "#1b7837" if isinstance(row.preset, str) else "#4393c3"
             ax.errorbar(row.mae, y, xerr=[[row.mae - row.ci_low], [row.ci_high - row.mae]], fmt="o", color=color,
                         capsize=3)
-        floor = rows["mean_predictor_mae"].mean()
+        floor = rows["median_predictor_mae"].mean()
         ax.axvline(floor, color="#7f7f7f", linestyle="--")
-        ax.set_xlabel(f"MAE on real {split} images (months)\ndashed: predicting the mean ({floor:.1f})")
+        ax.set_xlabel(f"MAE on real {split} images (months)\ndashed: predicting the median ({floor:.1f})")
     axes[0].set_yticks(np.arange(len(names)), names)
     axes[0].invert_yaxis()  # the axes share y: invert once
     return fig
