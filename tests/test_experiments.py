@@ -216,7 +216,11 @@ def test_both_arms_see_the_same_labels_and_the_same_test_images(label_experiment
         assert records["pretrained"]["config"]["seed"] == records["scratch"]["config"]["seed"] == seed
         assert records["pretrained"]["backbone"] == "aebonet" and records["scratch"]["backbone"] == "scratch"
         assert Path(records["pretrained"]["encoder"]) == pretrain / "encoder.keras"
+        recipe = dict(protocol.get_budget("cpu").fine_tuning)  # both arms fine-tune with the budget's recipe
+        for record in records.values():
+            assert {field: record["config"][field] for field in recipe} == recipe
     assert subsets[0.25] <= subsets[1.0]
+    assert read_json(pretrain / "config.json")["config"]["augment"] is False  # pretraining keeps the preset's
 
 
 def test_label_efficiency_refuses_bad_folders(label_experiment, module_cache, config):

@@ -58,7 +58,8 @@ def label_efficiency_runs(data: BoneAgeData, config: Config, encoder: Path, budg
         subset = label_subset(data.splits["train"], fraction, config.seed + seed)
         num_epochs = epochs_for_steps(len(subset), config.reg_batch_size, steps, budget.min_epochs)
         run_dir = label_run_dir(runs_dir, fraction, seed, arm)
-        result = fine_tune_and_test(with_labels(data, subset), config.replace(seed=config.seed + seed), run_dir,
+        run_config = config.replace(seed=config.seed + seed, **dict(budget.fine_tuning))
+        result = fine_tune_and_test(with_labels(data, subset), run_config, run_dir,
                                     encoder if arm == PRETRAINED else None, num_epochs, n_boot=n_boot)
         rows.append({"fraction": fraction, "n_labels": len(subset), "seed": seed, "arm": arm,
                      "steps": num_epochs * steps_per_epoch(len(subset), config.reg_batch_size),
