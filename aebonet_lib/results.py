@@ -111,6 +111,11 @@ def experiment_table(table: pd.DataFrame, baseline: str) -> pd.DataFrame:
     return shown.set_index(pd.MultiIndex.from_frame(rows[keys]) if len(keys) > 1 else rows[keys[0]])
 
 
+def pretraining_direction(low: float, high: float) -> str:
+    """Return what a 95 % interval of MAE(pretrained) - MAE(scratch) says, in words."""
+    return "pretraining helped" if high < 0 else "pretraining hurt" if low > 0 else "no clear difference"
+
+
 def in_months(value: float, unit: str) -> float:
     """Return a figure in months, converting from years where needed."""
     return value * 12 if unit == "years" else value
